@@ -1,0 +1,27 @@
+/* Benchmarks run by `medshard bench ...`. Each prints its own figure beside
+ * the peer or physical limit measured in the same run, and the ratio. */
+#ifndef MSD_BENCH_BENCH_H
+#define MSD_BENCH_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* `medshard bench ec [--k K] [--m M] [--unit BYTES] [--size BYTES]
+ *  [--rounds N] [--json]`; argv[0] is "ec". Returns the process exit code. */
+int bench_ec_main(int argc, char **argv);
+
+/* Helpers shared by benchmarks (bench_util.c). */
+
+/* Parses "4096", "64K", "1M", "2G" (binary units). 0 or MSD_EPARAM. */
+int bench_parse_size(const char *text, uint64_t *out);
+
+/* Fills buf with deterministic pseudo-random bytes from seed. */
+void bench_fill(unsigned char *buf, size_t len, uint64_t seed);
+
+/* Seconds since an arbitrary epoch, monotonic. */
+double bench_now(void);
+
+/* Bytes per second expressed in GB/s (10^9). */
+double bench_gbps(uint64_t bytes, double seconds);
+
+#endif

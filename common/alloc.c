@@ -1,0 +1,52 @@
+/* msd_malloc and friends plus the countdown fault trigger (see alloc.h). */
+#include "common/alloc.h"
+
+#include <stdlib.h>
+
+static int fault_countdown; /* 0 = disarmed */
+
+void msd_fault_arm(int n)
+{
+  fault_countdown = n > 0 ? n : 0;
+}
+
+bool msd_fault_hit(void)
+{
+  if (fault_countdown == 0)
+    return false;
+  return --fault_countdown == 0;
+}
+
+void *msd_malloc(size_t size)
+{
+  if (msd_fault_hit())
+    return NULL;
+  return malloc(size ? size : 1);
+}
+
+void *msd_calloc(size_t count, size_t size)
+{
+  if (msd_fault_hit())
+    return NULL;
+  return calloc(count ? count : 1, size ? size : 1);
+}
+
+void *msd_aligned_alloc(size_t align, size_t size)
+{
+  if (msd_fault_hit())
+    return NULL;
+  if (size == 0)
+    size = align;
+  if (size > (size_t)-1 - align)
+    return NULL;
+  size = (size + align - 1) & ~(align - 1);
+  void *p = NULL;
+  if (posix_memalign(&p, align, size) != 0)
+    return NULL;
+  return p;
+}
+
+void msd_free(void *p)
+{
+  free(p);
+}

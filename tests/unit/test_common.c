@@ -1,0 +1,60 @@
+/* CUnit runner for common/: the error table and the fault trigger. */
+#include <errno.h>
+#include <string.h>
+
+#include "common/alloc.h"
+#include "common/err.h"
+#include "testutil.h"
+
+static void test_codes_are_distinct_and_named(void)
+{
+  CU_ASSERT_EQUAL(MSD_EPARAM, MSD_ERR_BASE);
+  CU_ASSERT(MSD_EEC_PARAMS < MSD_EPARAM);
+  CU_ASSERT_STRING_EQUAL(msd_errname(MSD_EUNIT), "MSD_EUNIT");
+  CU_ASSERT_STRING_EQUAL(msd_strerror(MSD_ETOO_MANY_ERASURES),
+                         "more shards are missing than the parity can rebuild");
+  CU_ASSERT_STRING_EQUAL(msd_strerror(0), "success");
+}
+
+static void test_errno_values_pass_through(void)
+{
+  CU_ASSERT_STRING_EQUAL(msd_strerror(-ENOENT), strerror(ENOENT));
+  CU_ASSERT_STRING_EQUAL(msd_errname(-ENOMEM), "ENOMEM");
+  CU_ASSERT_STRING_EQUAL(msd_strerror(MSD_ERR_BASE - 5000), "unknown error");
+  CU_ASSERT_STRING_EQUAL(msd_strerror(42), "unknown error");
+}
+
+static void test_fault_countdown_fails_nth_allocation(void)
+{
+  msd_fault_arm(3);
+  void *a = msd_malloc(8), *b = msd_malloc(8), *c = msd_malloc(8), *d = msd_malloc(8);
+  CU_ASSERT_PTR_NOT_NULL(a);
+  CU_ASSERT_PTR_NOT_NULL(b);
+  CU_ASSERT_PTR_NULL(c);
+  CU_ASSERT_PTR_NOT_NULL(d); /* fires once */
+  msd_free(a), msd_free(b), msd_free(d);
+}
+
+static void test_aligned_alloc(void)
+{
+  void *p = msd_aligned_alloc(64, 100);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  CU_ASSERT_EQUAL((uintptr_t)p % 64, 0);
+  msd_free(p);
+}
+
+static const struct test_case err_tests[] = {
+    {"codes are distinct and named", test_codes_are_distinct_and_named},
+    {"errno values pass through", test_errno_values_pass_through},
+    {NULL, NULL}};
+static const struct test_case alloc_tests[] = {
+    {"fault countdown fails the nth allocation", test_fault_countdown_fails_nth_allocation},
+    {"aligned allocation", test_aligned_alloc},
+    {NULL, NULL}};
+
+int main(void)
+{
+  static const char *const names[] = {"err", "alloc", NULL};
+  static const struct test_case *const suites[] = {err_tests, alloc_tests};
+  return test_run("test_common", names, suites);
+}
