@@ -207,11 +207,12 @@ static void test_edge_sizes(void)
   struct test_rng r = test_rng_for(21);
   const size_t u = 4096;
   const int k = 4, m = 2;
-  const uint64_t sizes[] = {0, 1, u - 1, u, k * u - 1, k * u, k * u + 1, 3 * k * u + 7};
+  const uint64_t sw = 4 * u; /* k x unit */
+  const uint64_t sizes[] = {0, 1, u - 1, u, sw - 1, sw, sw + 1, 3 * sw + 7};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
     for (int split = SPLIT_WHOLE; split <= SPLIT_RANDOM; split++)
       for (unsigned flags = 0; flags <= STRIPE_BORROW; flags++) {
-        if (split == SPLIT_BYTES && sizes[i] > 2 * k * u)
+        if (split == SPLIT_BYTES && sizes[i] > 2 * sw)
           continue;
         struct rt_case c = {k, m, u, sizes[i], 1 + (unsigned)test_rng_below(&r, 3),
                             (enum split)split, flags};
