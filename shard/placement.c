@@ -35,7 +35,7 @@
 struct place_map {
   int k, m, n;
   size_t count;
-  uint32_t nzones;   /* distinct zones among eligible nodes */
+  uint32_t nzones;   /* distinct zones among all nodes */
   uint32_t base_cap; /* ceil(n / nzones) */
   uint32_t *ids;
   uint32_t *zone_idx; /* dense zone index per node */
@@ -67,16 +67,16 @@ static double node_score(const uint8_t oid[PLACE_OID_BYTES], uint32_t id, double
   return log(u) / w;
 }
 
-/* The selection core, on explicit weights so calibration can reuse it.
- * Writes node indices (not ids) to out_idx. */
-static int select_idx(const struct place_map *pm, const double *w,
-                      const uint8_t oid[PLACE_OID_BYTES], uint32_t *out_idx, void *scratch)
+/* The selection core, shared with calibration: writes node indices (not
+ * ids) to out_idx, using the current effective weights. */
+static int select_idx(const struct place_map *pm, const uint8_t oid[PLACE_OID_BYTES],
+                      uint32_t *out_idx, void *scratch)
 {
   double *score = scratch;
   uint32_t *zcount = (uint32_t *)(score + pm->count);
   memset(zcount, 0, pm->nzones * sizeof *zcount);
   for (size_t i = 0; i < pm->count; i++)
-    score[i] = node_score(oid, pm->ids[i], w[i]);
+    score[i] = node_score(oid, pm->ids[i], pm->eff[i]);
 
   uint32_t cap = pm->base_cap;
   for (int pick = 0; pick < pm->n;) {
@@ -108,7 +108,7 @@ int place_select(const struct place_map *pm, const uint8_t oid[PLACE_OID_BYTES],
   if (pm == NULL || oid == NULL || out == NULL || scratch == NULL)
     return MSD_EPARAM;
   uint32_t idx[EC_N_MAX];
-  int rc = select_idx(pm, pm->eff, oid, idx, scratch);
+  int rc = select_idx(pm, oid, idx, scratch);
   if (rc != 0)
     return rc;
   for (int i = 0; i < pm->n; i++)
@@ -206,7 +206,7 @@ static bool calib_round(struct place_map *pm, const double *target, uint64_t *hi
   for (uint64_t s = 0; s < CALIB_SAMPLES; s++) {
     uint8_t oid[PLACE_OID_BYTES];
     calib_oid(s, oid);
-    if (select_idx(pm, pm->eff, oid, idx, scratch) != 0)
+    if (select_idx(pm, oid, idx, scratch) != 0)
       return true; /* UNTESTED: create checked eligible >= n */
     for (int i = 0; i < pm->n; i++)
       hits[idx[i]]++;
