@@ -23,7 +23,17 @@
   X(MSD_ESINGULAR, "erasure decode matrix is singular")                        \
   X(MSD_EVERSION, "unsupported format version")                                \
   X(MSD_EDECODE, "malformed message")                                          \
-  X(MSD_EPOLICY, "erasure policy must look like K+M, e.g. 4+2")
+  X(MSD_EPOLICY, "erasure policy must look like K+M, e.g. 4+2")                \
+  X(MSD_ENOSHARD, "no such shard in this store")                               \
+  X(MSD_EDELETED, "shard was deleted")                                         \
+  X(MSD_ECHECKSUM, "checksum mismatch: stored data is corrupt")                \
+  X(MSD_EPOISONED,                                                             \
+    "store refuses writes after a failed write or fsync; restart the node")    \
+  X(MSD_EDISKFULL, "disk full: writing would eat into the free-space reserve") \
+  X(MSD_ENOTSTORE, "directory is not a medshard store")                        \
+  X(MSD_ELOCKED, "store is already open in another process")                   \
+  X(MSD_ECORRUPT, "store metadata is corrupt")                                 \
+  X(MSD_ENOBUFS, "no free I/O buffer; retry when requests complete")
 
 #define MSD_ERR_BASE (-10000)
 

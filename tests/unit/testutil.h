@@ -48,8 +48,15 @@ struct test_case {
 };
 
 /* Registers each suite, runs everything verbosely and returns the exit code
- * (0 when all passed). */
+ * (0 when all passed). inits[i] (optional, may be NULL) sets suite i up. */
 int test_run(const char *runner, const char *const *suite_names,
              const struct test_case *const *suites);
+int test_run_ex(const char *runner, const char *const *suite_names,
+                const struct test_case *const *suites, const CU_InitializeFunc *inits);
+
+/* A fresh empty directory for one test (under $TMPDIR or /tmp); removed with
+ * everything in it by test_tmpdir_remove. Returns a static buffer. */
+const char *test_tmpdir(void);
+void test_tmpdir_remove(const char *dir);
 
 #endif

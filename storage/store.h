@@ -1,0 +1,139 @@
+/* The node-local shard store. Shards (immutable byte streams keyed by object
+ * id + shard index) are appended to large segment files through the io_uring
+ * engine, every 64 KiB block carries an XXH3-64 checksum, and an LMDB index
+ * maps each sealed shard to its extents. Formats: docs/FORMATS.md.
+ *
+ * A store handle belongs to one thread (it owns one ring). Calls block until
+ * their I/O completes; the I/O itself is batched through io_uring. */
+#ifndef MSD_STORAGE_STORE_H
+#define MSD_STORAGE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_OID_BYTES 16
+#define STORE_BLOCK ((size_t)64 << 10)        /* checksum granularity */
+#define STORE_SEGMENT_DEFAULT ((uint64_t)1 << 30)
+#define STORE_DIGEST_BYTES 16                 /* XXH3-128, big-endian */
+
+struct store_id {
+  uint8_t oid[STORE_OID_BYTES];
+  uint32_t index; /* shard index */
+};
+
+struct store_opts {
+  bool create;             /* initialise an empty or missing directory */
+  bool fallback_io;        /* pread/pwrite instead of io_uring */
+  uint64_t segment_size;   /* default 1 GiB; at least 1 MiB */
+  uint64_t reserve_bytes;  /* free space writes never eat into; default 1 GiB */
+  unsigned io_buffers;     /* registered 1 MiB buffers; default 16 */
+};
+
+struct store;
+
+/* Opens (or with opts->create, creates) the store in `dir`. Takes an
+ * exclusive lock on it (a second opener gets MSD_ELOCKED), truncates torn
+ * segment tails and removes segment files the index never sealed.
+ * Errors: MSD_ENOTSTORE, MSD_ELOCKED, MSD_ECORRUPT, MSD_EVERSION, -errno.
+ * *out is owned by the caller (store_close). */
+int store_open(const char *dir, const struct store_opts *opts, struct store **out);
+void store_close(struct store *s);
+
+/* The last error's full sentence (which shard, which file, what to do);
+ * valid until the next call on this store. */
+const char *store_errmsg(const struct store *s);
+
+/* --- writing ------------------------------------------------------------ */
+
+struct store_writer;
+
+/* Starts a new shard. Nothing is visible to readers until it is sealed.
+ * Takes one I/O buffer (MSD_ENOBUFS when none is free). A shard that
+ * already exists sealed is not replaced: sealing it fails with -EEXIST. */
+int store_write_begin(struct store *s, const struct store_id *id, struct store_writer **out);
+
+/* Appends bytes (copied; buf is free on return). Full 1 MiB extents are
+ * written as they fill. Errors poison the writer; abort it. */
+int store_write(struct store_writer *w, const void *buf, size_t len);
+
+/* Makes shards durable and visible, all in one batch: their last extents,
+ * one fdatasync per segment touched (linked after the writes), then one index
+ * commit. On return every writer is freed, whatever the result; results[i]
+ * (optional) gets each shard's code. Returns 0 if all sealed. A failed write
+ * or fsync poisons the store (MSD_EPOISONED from then on). */
+int store_seal_many(struct store_writer **w, size_t n, int *results);
+int store_seal(struct store_writer *w);
+
+/* Drops an unsealed shard; its bytes become garbage for the compactor. */
+void store_write_abort(struct store_writer *w);
+
+/* --- reading ------------------------------------------------------------ */
+
+struct store_shard_info {
+  uint64_t size;
+  uint8_t digest[STORE_DIGEST_BYTES];
+  uint32_t extents;
+  uint64_t seq; /* store-wide seal order */
+};
+
+/* Sealed shard's size and digest. MSD_ENOSHARD, MSD_EDELETED. */
+int store_stat(struct store *s, const struct store_id *id, struct store_shard_info *out);
+
+/* Reads [off, off + len) of a sealed shard into buf, verifying every 64 KiB
+ * block it touches; *got is len clipped at the shard's end. A block that
+ * fails its checksum returns MSD_ECHECKSUM (store_errmsg names the shard and
+ * offset) and no bytes are promised. MSD_ERANGE if off > size. */
+int store_read(struct store *s, const struct store_id *id, uint64_t off, void *buf, size_t len,
+               size_t *got);
+
+/* Calls fn for every sealed shard, in id order; stop early by returning
+ * non-zero (which store_list then returns). */
+int store_list(struct store *s, int (*fn)(void *ctx, const struct store_id *id,
+                                          const struct store_shard_info *info),
+               void *ctx);
+
+/* --- deleting, compaction, scrub, capacity ------------------------------ */
+
+/* Replaces a sealed shard with a durable tombstone; its space becomes
+ * reclaimable. MSD_ENOSHARD, MSD_EDELETED. */
+int store_delete(struct store *s, const struct store_id *id);
+
+/* Rewrites at most one segment whose live fraction is below `threshold`
+ * (0..1): its live shards' records are copied to the active segment, the
+ * index is switched over durably, and only then is the old file deleted.
+ * *freed gets the bytes returned to the filesystem (0: nothing to do).
+ * Reads stay correct between and during steps. */
+int store_compact_step(struct store *s, double threshold, uint64_t *freed);
+
+struct store_bad_shard {
+  struct store_id id;
+  int code; /* MSD_ECHECKSUM, MSD_ECORRUPT, -EIO, ... */
+  uint64_t offset; /* first bad byte in the shard, if known */
+};
+
+struct store_scrub_report {
+  uint64_t shards, bytes;
+  size_t nbad;
+  struct store_bad_shard *bad; /* owned by the report: store_scrub_free */
+};
+
+/* Re-reads every sealed shard at no more than rate_bytes_per_s (0 = no
+ * limit), verifying each block and the whole-shard digest. Fills *rep. */
+int store_scrub(struct store *s, uint64_t rate_bytes_per_s, struct store_scrub_report *rep);
+void store_scrub_free(struct store_scrub_report *rep);
+
+struct store_usage {
+  uint64_t live_bytes;    /* sealed shard records */
+  uint64_t segment_bytes; /* segment files on disk */
+  uint64_t segments;
+  uint64_t fs_free;       /* filesystem bytes available */
+  uint64_t writable;      /* what writes may still use: fs_free - reserve */
+  uint64_t shards;
+};
+int store_usage(struct store *s, struct store_usage *out);
+
+/* For tests and benchmarks. */
+bool store_uses_io_uring(const struct store *s);
+
+#endif

@@ -1,0 +1,245 @@
+/* Compaction: copy the live records out of a mostly-dead segment, switch the
+ * index over durably, and only then delete the old file. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "storage/store_int.h"
+
+struct move {
+  struct store_id id;
+  uint64_t shard_off; /* identifies the extent */
+  uint64_t seg, rec_off, len; /* new home */
+};
+
+struct moves {
+  struct move *v;
+  size_t n, cap;
+};
+
+static int moves_add(struct moves *m, const struct move *mv)
+{
+  if (m->n == m->cap) {
+    size_t cap = m->cap ? 2 * m->cap : 64;
+    struct move *v = msd_malloc(cap * sizeof *v);
+    if (v == NULL)
+      return -ENOMEM;
+    if (m->n)
+      memcpy(v, m->v, m->n * sizeof *v);
+    msd_free(m->v);
+    m->v = v, m->cap = cap;
+  }
+  m->v[m->n++] = *mv;
+  return 0;
+}
+
+/* The segment (other than the active one) with the lowest live fraction
+ * below threshold; 0 if none. */
+static uint64_t pick_victim(struct store *s, MDB_txn *txn, double threshold, struct idx_seg *out)
+{
+  MDB_cursor *cur;
+  uint64_t best = 0;
+  double best_frac = threshold;
+  if (mdb_cursor_open(txn, s->dbi_segs, &cur) != 0)
+    return 0;
+  MDB_val k, v;
+  for (int c = mdb_cursor_get(cur, &k, &v, MDB_FIRST); c == 0;
+       c = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    uint64_t id;
+    struct idx_seg seg;
+    if (k.mv_size != sizeof id || v.mv_size != sizeof seg)
+      continue;
+    memcpy(&id, k.mv_data, sizeof id);
+    memcpy(&seg, v.mv_data, sizeof seg);
+    if (s->act_fd >= 0 && id == s->act_id)
+      continue;
+    uint64_t used = seg.end > SEG_HEADER_SIZE ? seg.end - SEG_HEADER_SIZE : 0;
+    double frac = used ? (double)seg.live / (double)used : 0.0;
+    if (frac < best_frac) {
+      best = id, best_frac = frac, *out = seg;
+    }
+  }
+  mdb_cursor_close(cur);
+  return best;
+}
+
+/* Copies one verified record to the active segment. */
+static int copy_record(struct store *s, const struct store_id *id, const struct idx_extent *x,
+                       unsigned char *buf, int idx, struct moves *m)
+{
+  uint64_t bad;
+  int rc = store__rec_read_verified(s, id, x, buf, idx, &bad);
+  if (rc != 0)
+    return rc; /* never copy damage forward: scrub and repair come first */
+  struct move mv = {*id, x->shard_off, 0, 0, x->len};
+  int fd;
+  rc = store__seg_reserve(s, rec_size(x->len), &fd, &mv.seg, &mv.rec_off);
+  if (rc != 0)
+    return rc;
+  struct ring_req w = {.op = RING_OP_WRITE, .fd = fd, .buf = buf, .len = rec_size(x->len),
+                       .off = mv.rec_off, .buf_index = idx};
+  ring_queue(s->ring, &w);
+  rc = ring_drain(s->ring);
+  if (rc == 0)
+    rc = w.res;
+  if (rc != 0) {
+    s->poisoned = rc;
+    return store__fail(s, MSD_EPOISONED, "%s: compaction write failed: %s", s->dir,
+                       msd_strerror(rc));
+  }
+  return moves_add(m, &mv);
+}
+
+/* Copies every live record of `victim` and returns the moves. */
+static int copy_live(struct store *s, uint64_t victim, struct moves *m)
+{
+  int idx;
+  unsigned char *buf = ring_buf_get(s->ring, &idx);
+  if (buf == NULL)
+    return store__fail(s, MSD_ENOBUFS, "%s: no free I/O buffer to compact with", s->dir);
+  MDB_txn *txn;
+  MDB_cursor *cur;
+  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+  if (rc == 0 && (rc = mdb_cursor_open(txn, s->dbi_shards, &cur)) != 0)
+    mdb_txn_abort(txn);
+  if (rc != 0) {
+    ring_buf_put(s->ring, idx);
+    return MSD_ECORRUPT;
+  }
+  MDB_val k, v;
+  for (int c = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && c == 0;
+       c = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    struct shard_entry e;
+    struct store_id id;
+    if (k.mv_size != 20 || store__entry_decode(&v, &e) != 0)
+      continue;
+    store__key_id(k.mv_data, &id);
+    for (uint32_t i = 0; rc == 0 && i < e.h.nextents; i++)
+      if (e.ext[i].seg == victim)
+        rc = copy_record(s, &id, &e.ext[i], buf, idx, m);
+    msd_free(e.ext);
+  }
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  ring_buf_put(s->ring, idx);
+  return rc;
+}
+
+/* fdatasync every segment the moves wrote to. */
+static int sync_targets(struct store *s, const struct moves *m)
+{
+  uint64_t done[8];
+  int nd = 0, rc = 0;
+  for (size_t i = 0; rc == 0 && i < m->n; i++) {
+    int k = 0;
+    while (k < nd && done[k] != m->v[i].seg)
+      k++;
+    if (k < nd)
+      continue;
+    int fd;
+    rc = store__seg_fd(s, m->v[i].seg, &fd);
+    struct ring_req f = {.op = RING_OP_FSYNC, .fd = fd, .buf_index = -1};
+    if (rc == 0) {
+      ring_queue(s->ring, &f);
+      rc = ring_drain(s->ring);
+    }
+    if (rc == 0 && (rc = f.res) != 0)
+      s->poisoned = rc;
+    if (nd < 8)
+      done[nd++] = m->v[i].seg;
+  }
+  return rc;
+}
+
+/* Points the index at the new copies and forgets the victim, atomically. */
+static int switch_index(struct store *s, uint64_t victim, const struct moves *m)
+{
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+  if (rc != 0)
+    return MSD_ECORRUPT;
+  for (size_t i = 0; rc == 0 && i < m->n; i++) {
+    const struct move *mv = &m->v[i];
+    struct shard_entry e;
+    rc = store__entry_get(s, txn, &mv->id, &e);
+    for (uint32_t j = 0; rc == 0 && j < e.h.nextents; j++)
+      if (e.ext[j].seg == victim && e.ext[j].shard_off == mv->shard_off) {
+        e.ext[j].seg = mv->seg;
+        e.ext[j].rec_off = mv->rec_off;
+      }
+    if (rc == 0)
+      rc = store__entry_put(s, txn, &mv->id, &e);
+    msd_free(e.ext);
+    struct idx_seg seg;
+    int g = rc ? rc : store__seg_get(s, txn, mv->seg, &seg);
+    if (g != 0 && g != MDB_NOTFOUND)
+      rc = g;
+    if (rc == 0) {
+      seg.live += rec_size(mv->len);
+      if (mv->rec_off + rec_size(mv->len) > seg.end)
+        seg.end = mv->rec_off + rec_size(mv->len);
+      rc = store__seg_put(s, txn, mv->seg, &seg);
+    }
+  }
+  MDB_val k = {sizeof victim, &victim};
+  if (rc == 0)
+    rc = mdb_del(txn, s->dbi_segs, &k, NULL) == 0 ? 0 : MSD_ECORRUPT;
+  if (rc == 0)
+    rc = store__meta_put(s, txn);
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  return store__commit(s, txn, "compacting");
+}
+
+static void forget_fd(struct store *s, uint64_t id)
+{
+  for (unsigned i = 0; i < SEG_FD_CACHE; i++)
+    if (s->fds[i].fd >= 0 && s->fds[i].id == id) {
+      close(s->fds[i].fd);
+      s->fds[i].fd = -1;
+    }
+}
+
+int store_compact_step(struct store *s, double threshold, uint64_t *freed)
+{
+  if (s == NULL || freed == NULL || !(threshold >= 0 && threshold <= 1))
+    return MSD_EPARAM;
+  *freed = 0;
+  if (s->poisoned)
+    return store__fail(s, MSD_EPOISONED, "%s: %s", s->dir, msd_strerror(MSD_EPOISONED));
+  MDB_txn *txn;
+  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+    return MSD_ECORRUPT;
+  struct idx_seg seg = {0};
+  uint64_t victim = pick_victim(s, txn, threshold, &seg);
+  mdb_txn_abort(txn);
+  if (victim == 0)
+    return 0;
+
+  struct moves m = {0};
+  int rc = copy_live(s, victim, &m);
+  if (rc == 0)
+    rc = sync_targets(s, &m);
+  if (rc == 0)
+    rc = switch_index(s, victim, &m);
+  msd_free(m.v);
+  if (rc != 0)
+    return rc;
+  /* The index no longer points into the victim: deleting it is safe, and a
+   * crash before the unlink leaves an orphan that the next open removes. */
+  forget_fd(s, victim);
+  char name[32];
+  snprintf(name, sizeof name, "%016" PRIx64 ".seg", victim);
+  if (unlinkat(s->segdirfd, name, 0) != 0 || fsync(s->segdirfd) != 0)
+    msd_log(MSD_LOG_WARN, "%s/seg/%s: cannot remove after compaction: %s", s->dir, name,
+            strerror(errno));
+  *freed = seg.end;
+  return 0;
+}

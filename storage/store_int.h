@@ -1,0 +1,197 @@
+/* Internals of the shard store shared by its files: on-disk formats (frozen
+ * with static_assert; docs/FORMATS.md), the index layer and the handle. */
+#ifndef MSD_STORAGE_STORE_INT_H
+#define MSD_STORAGE_STORE_INT_H
+
+#include <assert.h>
+#include <lmdb.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/ring.h"
+#include "storage/store.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "on-disk formats are little-endian; add byte swapping for this target"
+#endif
+
+/* --- segment files: seg/<16 hex digits>.seg ------------------------------- */
+
+#define SEG_MAGIC "MSDSEG\0\1"
+#define SEG_VERSION 1
+#define SEG_HEADER_SIZE 4096 /* the first record starts here */
+
+struct seg_header {
+  char magic[8];
+  uint32_t version;
+  uint32_t header_size;
+  uint64_t id;
+  uint8_t uuid[16];     /* the store's, so a stray file from elsewhere is refused */
+  uint64_t reserved[2];
+  uint64_t checksum;    /* XXH3-64 of the bytes before it */
+};
+static_assert(sizeof(struct seg_header) == 64, "segment header layout is frozen");
+static_assert(offsetof(struct seg_header, checksum) == 56, "segment header layout is frozen");
+
+/* A record: header, nblocks XXH3-64 block checksums, then len data bytes.
+ * Every record holds one extent of one shard; its data starts at a 64 KiB
+ * block boundary of the shard, so blocks never straddle records. */
+#define REC_MAGIC 0x5244534du /* "MSDR" */
+#define REC_VERSION 1
+#define REC_KIND_EXTENT 1
+#define EXTENT_MAX ((size_t)1 << 20)                 /* data bytes per record */
+#define EXTENT_BLOCKS (EXTENT_MAX / STORE_BLOCK)      /* 16 */
+#define REC_ROOM (sizeof(struct rec_header) + EXTENT_BLOCKS * 8) /* header space */
+
+struct rec_header {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t kind;
+  uint8_t oid[STORE_OID_BYTES];
+  uint32_t index;
+  uint32_t nblocks;
+  uint64_t shard_off;
+  uint64_t len;
+  uint64_t seq;
+  uint64_t checksum; /* XXH3-64 of bytes [0, 56) then the block checksums */
+};
+static_assert(sizeof(struct rec_header) == 64, "record header layout is frozen");
+static_assert(offsetof(struct rec_header, checksum) == 56, "record header layout is frozen");
+
+static inline uint32_t rec_blocks(uint64_t len)
+{
+  return (uint32_t)((len + STORE_BLOCK - 1) / STORE_BLOCK);
+}
+static inline uint64_t rec_hdr_len(uint64_t len)
+{
+  return sizeof(struct rec_header) + 8ull * rec_blocks(len);
+}
+static inline uint64_t rec_size(uint64_t len)
+{
+  return rec_hdr_len(len) + len;
+}
+
+void seg_header_fill(struct seg_header *h, uint64_t id, const uint8_t uuid[16]);
+int seg_header_check(const struct seg_header *h, uint64_t id, const uint8_t uuid[16]);
+
+/* Fills the header and block checksums in front of `data` (len bytes):
+ * the record then starts at data - rec_hdr_len(len). */
+void rec_build(unsigned char *data, uint64_t len, const struct store_id *id, uint64_t shard_off,
+               uint64_t seq);
+
+/* Checks a record header and its checksum array (hdr points at the header,
+ * hdr_len bytes) against the extent the index expects. 0 or MSD_ECORRUPT. */
+int rec_check_header(const unsigned char *hdr, const struct store_id *id, uint64_t shard_off,
+                     uint64_t len);
+
+/* Verifies data blocks [b0, b0 + n) of a record whose checksums are in hdr;
+ * data points at block b0. Returns -1 if all match, else the bad block. */
+long rec_check_blocks(const unsigned char *hdr, uint64_t len, uint32_t b0, uint32_t n,
+                      const unsigned char *data);
+
+/* --- the index (LMDB) ---------------------------------------------------- */
+
+#define IDX_VERSION 1
+#define IDX_STATE_SEALED 1
+#define IDX_STATE_TOMBSTONE 2
+
+struct idx_meta {
+  uint32_t version;
+  uint32_t reserved;
+  uint8_t uuid[16];
+  uint64_t next_seg;
+  uint64_t next_seq;
+};
+static_assert(sizeof(struct idx_meta) == 40, "index meta layout is frozen");
+
+struct idx_extent {
+  uint64_t seg;
+  uint64_t rec_off; /* record start in the segment file */
+  uint64_t shard_off;
+  uint64_t len;
+};
+static_assert(sizeof(struct idx_extent) == 32, "index extent layout is frozen");
+
+struct idx_shard {
+  uint8_t version;
+  uint8_t state;
+  uint16_t reserved;
+  uint32_t nextents;
+  uint64_t size;
+  uint64_t seq;
+  uint8_t digest[STORE_DIGEST_BYTES];
+};
+static_assert(sizeof(struct idx_shard) == 40, "index shard layout is frozen");
+
+struct idx_seg {
+  uint32_t version;
+  uint32_t reserved;
+  uint64_t end;  /* bytes of the file the index vouches for; beyond is torn */
+  uint64_t live; /* bytes of records that sealed shards reference */
+};
+static_assert(sizeof(struct idx_seg) == 24, "index segment layout is frozen");
+
+/* A decoded shard entry; ext is owned (msd_free). */
+struct shard_entry {
+  struct idx_shard h;
+  struct idx_extent *ext;
+};
+
+/* --- the handle ---------------------------------------------------------- */
+
+/* Open segment fds, least recently used evicted. A batch of I/O never looks
+ * up more segments than this (reads queue at most 64 parts), so eviction
+ * never closes an fd a queued request still needs. */
+#define SEG_FD_CACHE 128
+
+struct store {
+  char *dir;
+  int dirfd, segdirfd, lockfd;
+  struct store_opts o;
+  struct ring *ring;
+  MDB_env *env;
+  MDB_dbi dbi_meta, dbi_shards, dbi_segs;
+  struct idx_meta meta;       /* as last committed, plus in-memory ids taken */
+  int act_fd;                 /* active segment, or -1 */
+  uint64_t act_id, act_off;
+  struct { uint64_t id; int fd; uint64_t used; } fds[SEG_FD_CACHE];
+  uint64_t fd_tick;
+  int poisoned;               /* the failure that poisoned the store, or 0 */
+  char errmsg[512];
+};
+
+/* Formats store_errmsg and returns rc, for `return store__fail(s, rc, ...)`. */
+int store__fail(struct store *s, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void store__id_text(const struct store_id *id, char out[48]);
+
+int store__index_open(struct store *s, bool create);
+void store__index_close(struct store *s);
+void store__key(const struct store_id *id, uint8_t key[20]);
+void store__key_id(const uint8_t key[20], struct store_id *id);
+int store__entry_get(struct store *s, MDB_txn *txn, const struct store_id *id,
+                     struct shard_entry *e);
+int store__entry_decode(const MDB_val *v, struct shard_entry *e);
+int store__entry_put(struct store *s, MDB_txn *txn, const struct store_id *id,
+                     const struct shard_entry *e);
+int store__seg_get(struct store *s, MDB_txn *txn, uint64_t id, struct idx_seg *out);
+int store__seg_put(struct store *s, MDB_txn *txn, uint64_t id, const struct idx_seg *seg);
+int store__meta_put(struct store *s, MDB_txn *txn);
+int store__commit(struct store *s, MDB_txn *txn, const char *what);
+
+int store__segs_recover(struct store *s);
+int store__seg_fd(struct store *s, uint64_t id, int *fd);
+/* Makes room for a record of `bytes` in the active segment, rolling to a new
+ * one when it would not fit; *fd, *seg, *off get where to write. */
+int store__seg_reserve(struct store *s, uint64_t bytes, int *fd, uint64_t *seg, uint64_t *off);
+int store__check_space(struct store *s, uint64_t bytes);
+void store__segs_close(struct store *s);
+
+/* Reads one whole record of shard `id` into the pool buffer buf and verifies
+ * its header and every block. 0, MSD_ECORRUPT (header), MSD_ECHECKSUM
+ * (*bad_off = shard offset of the bad block) or -errno; store_errmsg says
+ * which shard and segment. The data starts at buf + rec_hdr_len(x->len). */
+int store__rec_read_verified(struct store *s, const struct store_id *id,
+                             const struct idx_extent *x, unsigned char *buf, int buf_index,
+                             uint64_t *bad_off);
+
+#endif

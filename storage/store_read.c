@@ -1,0 +1,293 @@
+/* Reading shards back with every block verified, and the scrubber. */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "common/alloc.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "storage/store_int.h"
+
+/* One extent's part of a read: where its header and needed blocks land. */
+struct read_part {
+  const struct idx_extent *x;
+  unsigned char *buf; /* pool buffer: header at 0, blocks at REC_ROOM */
+  int buf_index;
+  uint32_t b0, nblocks;
+  struct ring_req hreq, dreq;
+};
+
+static int read_err(struct store *s, const struct store_id *id, const struct idx_extent *x,
+                    int rc, uint64_t shard_off)
+{
+  char name[48];
+  store__id_text(id, name);
+  if (rc == MSD_ECHECKSUM)
+    return store__fail(s, rc,
+                       "checksum mismatch in shard %s at offset %" PRIu64
+                       " (segment %016" PRIx64 " of %s): the copy here is corrupt; "
+                       "rebuild it from the other shards",
+                       name, shard_off, x->seg, s->dir);
+  return store__fail(s, rc, "shard %s: record at segment %016" PRIx64 " offset %" PRIu64
+                     " in %s is unreadable: %s",
+                     name, x->seg, x->rec_off, s->dir, msd_strerror(rc));
+}
+
+/* Queues the header and block reads of one extent part. */
+static int queue_part(struct store *s, struct read_part *p, uint64_t from, uint64_t to)
+{
+  const struct idx_extent *x = p->x;
+  int fd;
+  int rc = store__seg_fd(s, x->seg, &fd);
+  if (rc != 0)
+    return rc;
+  p->b0 = (uint32_t)(from / STORE_BLOCK);
+  p->nblocks = rec_blocks(to) - p->b0;
+  uint64_t start = (uint64_t)p->b0 * STORE_BLOCK;
+  uint64_t stop = (uint64_t)(p->b0 + p->nblocks) * STORE_BLOCK;
+  if (stop > x->len)
+    stop = x->len;
+  p->hreq = (struct ring_req){.op = RING_OP_READ, .fd = fd, .buf = p->buf,
+                              .len = rec_hdr_len(x->len), .off = x->rec_off,
+                              .buf_index = p->buf_index};
+  p->dreq = (struct ring_req){.op = RING_OP_READ, .fd = fd, .buf = p->buf + REC_ROOM,
+                              .len = stop - start,
+                              .off = x->rec_off + rec_hdr_len(x->len) + start,
+                              .buf_index = p->buf_index};
+  ring_queue(s->ring, &p->hreq);
+  ring_queue(s->ring, &p->dreq);
+  return 0;
+}
+
+static int check_part(struct store *s, const struct store_id *id, const struct read_part *p)
+{
+  const struct idx_extent *x = p->x;
+  int rc = p->hreq.res ? p->hreq.res : p->dreq.res;
+  if (rc == 0 && (p->hreq.done != p->hreq.len || p->dreq.done != p->dreq.len))
+    rc = MSD_ECORRUPT; /* the segment ends early */
+  if (rc == 0)
+    rc = rec_check_header(p->buf, id, x->shard_off, x->len);
+  if (rc != 0)
+    return read_err(s, id, x, rc, x->shard_off);
+  long bad = rec_check_blocks(p->buf, x->len, p->b0, p->nblocks, p->buf + REC_ROOM);
+  if (bad >= 0)
+    return read_err(s, id, x, MSD_ECHECKSUM, x->shard_off + (uint64_t)bad * STORE_BLOCK);
+  return 0;
+}
+
+/* Reads the extents overlapping [off, end) in batches of free buffers. */
+static int read_extents(struct store *s, const struct store_id *id, const struct shard_entry *e,
+                        uint64_t off, uint64_t end, unsigned char *out)
+{
+  struct read_part parts[64];
+  uint32_t i = 0;
+  while (i < e->h.nextents && e->ext[i].shard_off + e->ext[i].len <= off)
+    i++;
+  int rc = 0;
+  while (rc == 0 && i < e->h.nextents && e->ext[i].shard_off < end) {
+    unsigned n = 0;
+    for (; i < e->h.nextents && e->ext[i].shard_off < end && n < 64; i++, n++) {
+      struct read_part *p = &parts[n];
+      p->x = &e->ext[i];
+      p->buf = ring_buf_get(s->ring, &p->buf_index);
+      if (p->buf == NULL)
+        break;
+      uint64_t from = off > p->x->shard_off ? off - p->x->shard_off : 0;
+      uint64_t to = end - p->x->shard_off < p->x->len ? end - p->x->shard_off : p->x->len;
+      rc = queue_part(s, p, from, to);
+      if (rc != 0) {
+        ring_buf_put(s->ring, p->buf_index);
+        break;
+      }
+    }
+    if (n == 0 && rc == 0)
+      return store__fail(s, MSD_ENOBUFS, "%s: no free I/O buffer for a read", s->dir);
+    int drc = ring_drain(s->ring);
+    for (unsigned j = 0; j < n; j++) {
+      struct read_part *p = &parts[j];
+      if (rc == 0)
+        rc = drc ? drc : check_part(s, id, p);
+      if (rc == 0) {
+        uint64_t lo = off > p->x->shard_off ? off : p->x->shard_off;
+        uint64_t hi = end < p->x->shard_off + p->x->len ? end : p->x->shard_off + p->x->len;
+        uint64_t in = lo - p->x->shard_off - (uint64_t)p->b0 * STORE_BLOCK;
+        memcpy(out + (lo - off), p->buf + REC_ROOM + in, (size_t)(hi - lo));
+      }
+      ring_buf_put(s->ring, p->buf_index);
+    }
+  }
+  return rc;
+}
+
+int store_read(struct store *s, const struct store_id *id, uint64_t off, void *buf, size_t len,
+               size_t *got)
+{
+  if (s == NULL || id == NULL || got == NULL || (buf == NULL && len > 0))
+    return MSD_EPARAM;
+  *got = 0;
+  char name[48];
+  store__id_text(id, name);
+  MDB_txn *txn;
+  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+    return store__fail(s, MSD_ECORRUPT, "%s: cannot read the index", s->dir);
+  struct shard_entry e;
+  int rc = store__entry_get(s, txn, id, &e);
+  mdb_txn_abort(txn);
+  if (rc == 0 && e.h.state == IDX_STATE_TOMBSTONE)
+    rc = MSD_EDELETED;
+  if (rc == 0 && off > e.h.size)
+    rc = store__fail(s, MSD_ERANGE, "shard %s: read at offset %" PRIu64 " is past its end (%" PRIu64
+                     " bytes)", name, off, e.h.size);
+  else if (rc != 0)
+    rc = store__fail(s, rc, "shard %s in %s: %s", name, s->dir, msd_strerror(rc));
+  if (rc == 0) {
+    uint64_t end = len < e.h.size - off ? off + len : e.h.size;
+    rc = read_extents(s, id, &e, off, end, buf);
+    if (rc == 0)
+      *got = (size_t)(end - off);
+  }
+  msd_free(e.ext);
+  return rc;
+}
+
+int store__rec_read_verified(struct store *s, const struct store_id *id,
+                             const struct idx_extent *x, unsigned char *buf, int buf_index,
+                             uint64_t *bad_off)
+{
+  int fd;
+  *bad_off = x->shard_off;
+  int rc = store__seg_fd(s, x->seg, &fd);
+  if (rc != 0)
+    return rc;
+  struct ring_req r = {.op = RING_OP_READ, .fd = fd, .buf = buf, .len = rec_size(x->len),
+                       .off = x->rec_off, .buf_index = buf_index};
+  ring_queue(s->ring, &r);
+  rc = ring_drain(s->ring);
+  if (rc == 0)
+    rc = r.res;
+  if (rc == 0 && r.done != r.len)
+    rc = MSD_ECORRUPT;
+  if (rc == 0)
+    rc = rec_check_header(buf, id, x->shard_off, x->len);
+  if (rc != 0)
+    return read_err(s, id, x, rc, x->shard_off);
+  long bad = rec_check_blocks(buf, x->len, 0, rec_blocks(x->len), buf + rec_hdr_len(x->len));
+  if (bad >= 0) {
+    *bad_off = x->shard_off + (uint64_t)bad * STORE_BLOCK;
+    return read_err(s, id, x, MSD_ECHECKSUM, *bad_off);
+  }
+  return 0;
+}
+
+static int report_bad(struct store_scrub_report *rep, const struct store_id *id, int code,
+                      uint64_t off)
+{
+  if ((rep->nbad & (rep->nbad - 1)) == 0) { /* grow at powers of two */
+    size_t cap = rep->nbad ? 2 * rep->nbad : 1;
+    struct store_bad_shard *b = msd_malloc(cap * sizeof *b);
+    if (b == NULL)
+      return -ENOMEM;
+    if (rep->nbad)
+      memcpy(b, rep->bad, rep->nbad * sizeof *b);
+    msd_free(rep->bad);
+    rep->bad = b;
+  }
+  rep->bad[rep->nbad++] = (struct store_bad_shard){*id, code, off};
+  return 0;
+}
+
+/* Sleeps as long as needed to keep `bytes` since t0 at or under `rate`. */
+static void throttle(uint64_t t0, uint64_t bytes, uint64_t rate)
+{
+  if (rate == 0)
+    return;
+  uint64_t due = t0 + bytes * 1000000000ull / rate;
+  uint64_t now = msd_now_ns();
+  if (due > now) {
+    uint64_t ns = due - now;
+    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Verifies one shard: every record, then the whole-shard digest. */
+static int scrub_shard(struct store *s, const struct store_id *id, const struct shard_entry *e,
+                       unsigned char *buf, int idx, struct store_scrub_report *rep, uint64_t t0,
+                       uint64_t rate)
+{
+  XXH3_state_t st;
+  XXH3_128bits_reset(&st);
+  for (uint32_t i = 0; i < e->h.nextents; i++) {
+    const struct idx_extent *x = &e->ext[i];
+    uint64_t bad_off;
+    int rc = store__rec_read_verified(s, id, x, buf, idx, &bad_off);
+    if (rc != 0)
+      return report_bad(rep, id, rc, bad_off);
+    XXH3_128bits_update(&st, buf + rec_hdr_len(x->len), (size_t)x->len);
+    rep->bytes += x->len;
+    throttle(t0, rep->bytes, rate);
+  }
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&st));
+  if (memcmp(c.digest, e->h.digest, sizeof c.digest) != 0)
+    return report_bad(rep, id, MSD_ECHECKSUM, UINT64_MAX);
+  return 0;
+}
+
+int store_scrub(struct store *s, uint64_t rate, struct store_scrub_report *rep)
+{
+  if (s == NULL || rep == NULL)
+    return MSD_EPARAM;
+  memset(rep, 0, sizeof *rep);
+  int idx;
+  unsigned char *buf = ring_buf_get(s->ring, &idx);
+  if (buf == NULL)
+    return store__fail(s, MSD_ENOBUFS, "%s: no free I/O buffer to scrub with", s->dir);
+  MDB_txn *txn;
+  MDB_cursor *cur;
+  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+  if (rc == 0 && (rc = mdb_cursor_open(txn, s->dbi_shards, &cur)) != 0)
+    mdb_txn_abort(txn);
+  if (rc != 0) {
+    ring_buf_put(s->ring, idx);
+    return store__fail(s, MSD_ECORRUPT, "%s: cannot read the index", s->dir);
+  }
+  uint64_t t0 = msd_now_ns();
+  MDB_val k, v;
+  rc = 0;
+  for (int c = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && c == 0;
+       c = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    struct store_id id;
+    struct shard_entry e;
+    if (k.mv_size != 20)
+      continue;
+    store__key_id(k.mv_data, &id);
+    int d = store__entry_decode(&v, &e);
+    if (d == 0 && e.h.state == IDX_STATE_SEALED) {
+      rep->shards++;
+      rc = scrub_shard(s, &id, &e, buf, idx, rep, t0, rate);
+    } else if (d != 0) {
+      rc = report_bad(rep, &id, d, 0);
+    }
+    msd_free(e.ext);
+  }
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  ring_buf_put(s->ring, idx);
+  if (rep->nbad > 0)
+    msd_log(MSD_LOG_WARN, "%s: scrub found %zu bad shard(s) among %" PRIu64, s->dir, rep->nbad,
+            rep->shards);
+  return rc;
+}
+
+void store_scrub_free(struct store_scrub_report *rep)
+{
+  if (rep == NULL)
+    return;
+  msd_free(rep->bad);
+  rep->bad = NULL;
+  rep->nbad = 0;
+}

@@ -1,0 +1,323 @@
+/* Writing shards: a writer fills one I/O buffer, writes each full 1 MiB
+ * extent as a record, and seal makes a batch of shards durable (writes,
+ * then linked fdatasync per segment) and visible (one index commit). */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+#include "common/alloc.h"
+#include "common/err.h"
+#include "storage/store_int.h"
+
+/* I/O buffers kept back from writers for segment creation and reads. */
+#define BUFS_KEPT_BACK 2
+
+struct store_writer {
+  struct store *s;
+  struct store_id id;
+  unsigned char *buf; /* pool buffer: REC_ROOM bytes of header space, then data */
+  int buf_index;
+  size_t fill;        /* data bytes in buf */
+  uint64_t flushed;   /* shard bytes already in records */
+  XXH3_state_t digest;
+  struct idx_extent *ext;
+  uint32_t next, cap;
+  int failed;
+  struct ring_req req;
+};
+
+static int poisoned(struct store *s)
+{
+  return store__fail(s, MSD_EPOISONED, "%s: %s (first failure: %s)", s->dir,
+                     msd_strerror(MSD_EPOISONED), msd_strerror(s->poisoned));
+}
+
+int store_write_begin(struct store *s, const struct store_id *id, struct store_writer **out)
+{
+  if (s == NULL || id == NULL || out == NULL)
+    return MSD_EPARAM;
+  if (s->poisoned)
+    return poisoned(s);
+  if (ring_buf_free(s->ring) <= BUFS_KEPT_BACK)
+    return store__fail(s, MSD_ENOBUFS, "%s: all %u I/O buffers are in use by open writers",
+                       s->dir, s->o.io_buffers);
+  struct store_writer *w = msd_calloc(1, sizeof *w);
+  if (w == NULL)
+    return -ENOMEM;
+  w->s = s;
+  w->id = *id;
+  w->buf = ring_buf_get(s->ring, &w->buf_index);
+  XXH3_128bits_reset(&w->digest);
+  *out = w;
+  return 0;
+}
+
+void store_write_abort(struct store_writer *w)
+{
+  if (w == NULL)
+    return;
+  ring_buf_put(w->s->ring, w->buf_index);
+  msd_free(w->ext);
+  msd_free(w);
+}
+
+static int add_extent(struct store_writer *w, const struct idx_extent *x)
+{
+  if (w->next == w->cap) {
+    uint32_t cap = w->cap ? 2 * w->cap : 4;
+    struct idx_extent *n = msd_malloc(cap * sizeof *n);
+    if (n == NULL)
+      return -ENOMEM;
+    if (w->next)
+      memcpy(n, w->ext, w->next * sizeof *n);
+    msd_free(w->ext);
+    w->ext = n;
+    w->cap = cap;
+  }
+  w->ext[w->next++] = *x;
+  return 0;
+}
+
+/* Turns the buffered data into a record with a place in a segment and
+ * prepares (does not queue) the write request for it. */
+static int prepare_flush(struct store_writer *w)
+{
+  struct store *s = w->s;
+  unsigned char *data = w->buf + REC_ROOM;
+  uint64_t bytes = rec_size(w->fill);
+  struct idx_extent x = {0, 0, w->flushed, w->fill};
+  int fd;
+  int rc = store__seg_reserve(s, bytes, &fd, &x.seg, &x.rec_off);
+  if (rc == 0)
+    rc = add_extent(w, &x);
+  if (rc != 0)
+    return rc;
+  rec_build(data, w->fill, &w->id, w->flushed, s->meta.next_seq++);
+  w->req = (struct ring_req){.op = RING_OP_WRITE, .fd = fd,
+                             .buf = data - rec_hdr_len(w->fill), .len = bytes,
+                             .off = x.rec_off, .buf_index = w->buf_index};
+  w->flushed += w->fill;
+  w->fill = 0;
+  return 0;
+}
+
+/* A failed data write leaves the segment in an unknown state: poison. */
+static int write_failed(struct store *s, const struct store_writer *w, int res)
+{
+  char name[48];
+  store__id_text(&w->id, name);
+  if (!s->poisoned)
+    s->poisoned = res;
+  return store__fail(s, MSD_EPOISONED, "%s: writing shard %s failed: %s; store poisoned",
+                     s->dir, name, msd_strerror(res));
+}
+
+int store_write(struct store_writer *w, const void *buf, size_t len)
+{
+  if (w == NULL || (buf == NULL && len > 0))
+    return MSD_EPARAM;
+  struct store *s = w->s;
+  if (w->failed)
+    return w->failed;
+  if (s->poisoned)
+    return w->failed = poisoned(s);
+  XXH3_128bits_update(&w->digest, buf, len);
+  const unsigned char *p = buf;
+  while (len > 0) {
+    size_t n = EXTENT_MAX - w->fill < len ? EXTENT_MAX - w->fill : len;
+    memcpy(w->buf + REC_ROOM + w->fill, p, n);
+    w->fill += n, p += n, len -= n;
+    if (w->fill < EXTENT_MAX)
+      break;
+    int rc = prepare_flush(w);
+    if (rc != 0)
+      return w->failed = rc;
+    ring_queue(s->ring, &w->req);
+    rc = ring_drain(s->ring);
+    if (rc != 0 || w->req.res != 0)
+      return w->failed = write_failed(s, w, rc ? rc : w->req.res);
+  }
+  return 0;
+}
+
+struct seal_seg {
+  uint64_t id;
+  struct ring_req *last; /* the batch's last record write to it, if any */
+  struct ring_req fsync;
+};
+
+/* The distinct segments a batch's shards have records in. */
+static int collect_segs(struct store_writer **ws, size_t n, const int *res,
+                        struct seal_seg **out, size_t *nsegs)
+{
+  size_t cap = 8, count = 0;
+  struct seal_seg *segs = msd_calloc(cap, sizeof *segs);
+  if (segs == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    for (uint32_t j = 0; res[i] == 0 && j < ws[i]->next; j++) {
+      uint64_t id = ws[i]->ext[j].seg;
+      size_t k = 0;
+      while (k < count && segs[k].id != id)
+        k++;
+      if (k == count) {
+        if (count == cap) {
+          struct seal_seg *g = msd_calloc(2 * cap, sizeof *g);
+          if (g == NULL) {
+            msd_free(segs);
+            return -ENOMEM;
+          }
+          memcpy(g, segs, count * sizeof *g);
+          msd_free(segs);
+          segs = g, cap *= 2;
+        }
+        segs[count++].id = id;
+      }
+    }
+  *out = segs;
+  *nsegs = count;
+  return 0;
+}
+
+/* Writes the batch's tail records and makes every touched segment durable.
+ * Why two rounds: an fdatasync only covers writes that completed before it
+ * started, so the tails that are not last in their segment complete first;
+ * each segment's last tail is then linked to its fdatasync so the kernel
+ * orders that pair without another round trip. */
+static int write_and_sync(struct store *s, struct store_writer **ws, size_t n, const int *res,
+                          const bool *tail, struct seal_seg *segs, size_t nsegs)
+{
+  for (size_t i = 0; i < n; i++)
+    if (res[i] == 0 && tail[i])
+      for (size_t k = 0; k < nsegs; k++)
+        if (segs[k].id == ws[i]->ext[ws[i]->next - 1].seg)
+          segs[k].last = &ws[i]->req;
+  for (size_t i = 0; i < n; i++) {
+    bool is_last = false;
+    for (size_t k = 0; k < nsegs; k++)
+      is_last |= segs[k].last == &ws[i]->req;
+    if (res[i] == 0 && tail[i] && !is_last)
+      ring_queue(s->ring, &ws[i]->req);
+  }
+  int rc = ring_drain(s->ring);
+  for (size_t k = 0; rc == 0 && k < nsegs; k++) {
+    int fd;
+    rc = store__seg_fd(s, segs[k].id, &fd);
+    segs[k].fsync = (struct ring_req){.op = RING_OP_FSYNC, .fd = fd, .buf_index = -1};
+    if (rc == 0 && segs[k].last)
+      ring_queue_linked(s->ring, segs[k].last, &segs[k].fsync);
+    else if (rc == 0)
+      ring_queue(s->ring, &segs[k].fsync);
+  }
+  if (rc == 0)
+    rc = ring_drain(s->ring);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    if (res[i] == 0 && tail[i] && ws[i]->req.res != 0)
+      rc = ws[i]->req.res;
+  for (size_t k = 0; rc == 0 && k < nsegs; k++)
+    rc = segs[k].fsync.res;
+  return rc;
+}
+
+/* Adds one sealed shard to the index transaction. */
+static int index_shard(struct store *s, MDB_txn *txn, struct store_writer *w)
+{
+  struct shard_entry old;
+  int rc = store__entry_get(s, txn, &w->id, &old);
+  bool exists = rc == 0 && old.h.state == IDX_STATE_SEALED;
+  msd_free(old.ext);
+  if (exists) {
+    char name[48];
+    store__id_text(&w->id, name);
+    return store__fail(s, -EEXIST, "shard %s is already sealed in %s; shards are immutable",
+                       name, s->dir);
+  }
+  if (rc != 0 && rc != MSD_ENOSHARD)
+    return rc;
+  struct shard_entry e = {{IDX_VERSION, IDX_STATE_SEALED, 0, w->next, w->flushed,
+                           s->meta.next_seq++, {0}},
+                          w->ext};
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&w->digest));
+  memcpy(e.h.digest, c.digest, sizeof e.h.digest);
+  rc = store__entry_put(s, txn, &w->id, &e);
+  for (uint32_t j = 0; rc == 0 && j < w->next; j++) {
+    const struct idx_extent *x = &w->ext[j];
+    struct idx_seg seg;
+    int g = store__seg_get(s, txn, x->seg, &seg);
+    if (g != 0 && g != MDB_NOTFOUND)
+      return g;
+    seg.live += rec_size(x->len);
+    if (x->rec_off + rec_size(x->len) > seg.end)
+      seg.end = x->rec_off + rec_size(x->len);
+    rc = store__seg_put(s, txn, x->seg, &seg);
+  }
+  return rc;
+}
+
+static int index_batch(struct store *s, struct store_writer **ws, size_t n, int *res)
+{
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+  if (rc != 0)
+    return store__fail(s, MSD_ECORRUPT, "%s: %s", s->dir, mdb_strerror(rc));
+  for (size_t i = 0; i < n; i++)
+    if (res[i] == 0 && (res[i] = index_shard(s, txn, ws[i])) != 0 && res[i] != -EEXIST) {
+      mdb_txn_abort(txn);
+      return res[i];
+    }
+  rc = store__meta_put(s, txn);
+  if (rc != 0) {
+    mdb_txn_abort(txn);
+    return rc;
+  }
+  return store__commit(s, txn, "sealing shards");
+}
+
+int store_seal_many(struct store_writer **ws, size_t n, int *results)
+{
+  if (ws == NULL || n == 0)
+    return MSD_EPARAM;
+  struct store *s = ws[0]->s;
+  int *res = results ? results : msd_calloc(n, sizeof *res);
+  bool *tail = msd_calloc(n, sizeof *tail);
+  struct seal_seg *segs = NULL;
+  size_t nsegs = 0;
+  int rc = (res && tail) ? 0 : -ENOMEM;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    res[i] = ws[i]->failed ? ws[i]->failed : s->poisoned ? poisoned(s) : 0;
+    if (res[i] == 0 && ws[i]->fill > 0) {
+      res[i] = prepare_flush(ws[i]);
+      tail[i] = res[i] == 0;
+    }
+  }
+  if (rc == 0)
+    rc = collect_segs(ws, n, res, &segs, &nsegs);
+  if (rc == 0) {
+    int io = write_and_sync(s, ws, n, res, tail, segs, nsegs);
+    if (io != 0)
+      rc = write_failed(s, ws[0], io);
+  }
+  if (rc == 0)
+    rc = index_batch(s, ws, n, res);
+  int any = rc;
+  for (size_t i = 0; i < n; i++) {
+    if (res && rc != 0 && res[i] == 0)
+      res[i] = rc;
+    if (res && any == 0)
+      any = res[i];
+    store_write_abort(ws[i]); /* frees the writer; its records stay */
+  }
+  msd_free(segs);
+  msd_free(tail);
+  if (res != results)
+    msd_free(res);
+  return any;
+}
+
+int store_seal(struct store_writer *w)
+{
+  return store_seal_many(&w, 1, NULL);
+}

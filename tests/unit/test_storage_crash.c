@@ -1,0 +1,189 @@
+/* The crash harness: a child process writes and seals random shards and
+ * reports each seal it got; the parent SIGKILLs it at a random moment,
+ * reopens the store and checks that every reported shard reads back intact,
+ * that only sealed shards are visible, and that disk use stays bounded. */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/alloc.h"
+#include "common/err.h"
+#include "storage/store.h"
+#include "storage_util.h"
+#include "testutil.h"
+
+#define ROUNDS 50
+#define PER_ROUND ((uint64_t)1000000)/* shard numbers of round r start at r * PER_ROUND */
+#define SEGMENT (4u << 20)
+
+/* A shard's length follows from its number, so the parent can check shards
+ * the child sealed but did not live to report. */
+static size_t shard_len(uint64_t n)
+{
+  struct test_rng r = {n * (uint64_t)0x2545f4914f6cdd1d};
+  switch (test_rng_below(&r, 4)) {
+  case 0: return (size_t)test_rng_below(&r, 5000);
+  case 1: return (size_t)test_rng_below(&r, 300000);
+  default: return (size_t)test_rng_below(&r, 3u << 20);
+  }
+}
+
+static void child(const char *dir, uint64_t seed, int round, int out)
+{
+  struct store_opts o = {.segment_size = SEGMENT};
+  struct store *s = su_open(dir, &o);
+  if (s == NULL)
+    _exit(3);
+  struct test_rng r = {seed};
+  unsigned char *buf = msd_malloc(3u << 20);
+  for (uint64_t i = 0; i < 100000; i++) {
+    uint64_t n = (uint64_t)round * PER_ROUND + i;
+    struct store_id id;
+    su_id(&id, n, 0);
+    size_t len = shard_len(n);
+    su_content(&id, buf, len);
+    struct store_writer *w;
+    if (store_write_begin(s, &id, &w) != 0)
+      _exit(4);
+    for (size_t off = 0; off < len;) {
+      size_t piece = 1 + (size_t)test_rng_below(&r, 400000);
+      piece = piece < len - off ? piece : len - off;
+      if (store_write(w, buf + off, piece) != 0)
+        _exit(5);
+      off += piece;
+    }
+    if (test_rng_below(&r, 8) == 0) { /* some writers give up */
+      store_write_abort(w);
+      continue;
+    }
+    if (store_seal(w) != 0)
+      _exit(6);
+    char line[64];
+    int k = snprintf(line, sizeof line, "%" PRIu64 "\n", n);
+    if (write(out, line, (size_t)k) != k)
+      _exit(7);
+  }
+  _exit(0);
+}
+
+struct visible {
+  int n, bad;
+  struct store *s;
+};
+
+static int check_visible(void *ctx, const struct store_id *id, const struct store_shard_info *i)
+{
+  struct visible *v = ctx;
+  uint64_t n;
+  memcpy(&n, id->oid, sizeof n);
+  v->n++;
+  if (i->size != shard_len(n) || !su_check(v->s, id, i->size))
+    v->bad++;
+  return 0;
+}
+
+/* Reads the child's seal reports: shard numbers, one per line. */
+static int read_reports(int fd, uint64_t *sealed, int max)
+{
+  static char text[1 << 20];
+  size_t len = 0;
+  ssize_t k;
+  while (len < sizeof text - 1 && (k = read(fd, text + len, sizeof text - 1 - len)) > 0)
+    len += (size_t)k;
+  text[len] = 0;
+  int n = 0;
+  for (char *p = text; n < max && *p;) {
+    char *end;
+    uint64_t v = strtoull(p, &end, 10);
+    if (*end != '\n')
+      break; /* the last line may be cut by the kill: not reported */
+    sealed[n++] = v;
+    p = end + 1;
+  }
+  return n;
+}
+
+static void crash_round(const char *dir, int round, uint64_t seed, int *total_sealed)
+{
+  int pipefd[2];
+  CU_ASSERT_FATAL(pipe(pipefd) == 0);
+  pid_t pid = fork();
+  CU_ASSERT_FATAL(pid >= 0);
+  if (pid == 0) {
+    close(pipefd[0]);
+    child(dir, seed, round, pipefd[1]);
+  }
+  close(pipefd[1]);
+  struct test_rng r = {seed ^ 0xabcdef};
+  struct timespec ts = {0, (long)(5 + test_rng_below(&r, 200)) * 1000000L};
+  nanosleep(&ts, NULL);
+  kill(pid, SIGKILL);
+  int status;
+  waitpid(pid, &status, 0);
+  static uint64_t sealed[100000];
+  int nsealed = read_reports(pipefd[0], sealed, 100000);
+  close(pipefd[0]);
+  if (WIFEXITED(status))
+    printf("\n    round %d: child exited early with %d ", round, WEXITSTATUS(status));
+  *total_sealed += nsealed;
+
+  struct store_opts o = {.segment_size = SEGMENT};
+  struct store *s = su_open(dir, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+  int lost = 0;
+  for (int i = 0; i < nsealed; i++) {
+    struct store_id id;
+    su_id(&id, sealed[i], 0);
+    lost += !su_check(s, &id, shard_len(sealed[i]));
+  }
+  struct visible v = {0, 0, s};
+  CU_ASSERT_EQUAL(store_list(s, check_visible, &v), 0);
+  if (lost || v.bad)
+    printf("\n    round %d (seed %" PRIu64 "): %d reported shards lost, %d visible bad ", round,
+           seed, lost, v.bad);
+  CU_ASSERT_EQUAL(lost, 0);
+  CU_ASSERT_EQUAL(v.bad, 0);
+  CU_ASSERT(v.n >= *total_sealed);
+
+  /* Garbage from killed writers is reclaimed: usage stays near live data. */
+  uint64_t freed;
+  for (int i = 0; i < 100; i++)
+    if (store_compact_step(s, 0.7, &freed) != 0 || freed == 0)
+      break;
+  struct store_usage u;
+  CU_ASSERT_EQUAL(store_usage(s, &u), 0);
+  if (u.segment_bytes > u.live_bytes * 10 / 7 + 2ull * SEGMENT) {
+    printf("\n    round %d: %" PRIu64 " segment bytes for %" PRIu64 " live ", round,
+           u.segment_bytes, u.live_bytes);
+    CU_FAIL("disk use grows beyond live data");
+  }
+  store_close(s);
+}
+
+static void test_crash_rounds(void)
+{
+  const char *tmp = test_tmpdir();
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/store", tmp);
+  int total = 0;
+  printf("\n    seeds:");
+  for (int round = 0; round < ROUNDS; round++) {
+    struct test_rng r = test_rng_for(1000 + (uint64_t)round);
+    uint64_t seed = test_rng_next(&r);
+    printf(" %" PRIu64, seed % 100000);
+    fflush(stdout);
+    crash_round(dir, round, seed, &total);
+  }
+  printf("\n    %d shards sealed and verified over %d kills ", total, ROUNDS);
+  CU_ASSERT(total > ROUNDS); /* the harness must actually seal things */
+  test_tmpdir_remove(tmp);
+}
+
+const struct test_case crash_tests[] = {
+    {"SIGKILL at random moments, 50 rounds", test_crash_rounds},
+    {NULL, NULL}};
