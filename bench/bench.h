@@ -10,6 +10,10 @@
  *  [--rounds N] [--json]`; argv[0] is "ec". Returns the process exit code. */
 int bench_ec_main(int argc, char **argv);
 
+/* `medshard bench store --dir DIR [--size BYTES] [--fallback] [--no-fio]
+ *  [--json]`; argv[0] is "store". */
+int bench_store_main(int argc, char **argv);
+
 /* Helpers shared by benchmarks (bench_util.c). */
 
 /* Parses "4096", "64K", "1M", "2G" (binary units). 0 or MSD_EPARAM. */

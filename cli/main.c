@@ -14,6 +14,8 @@ static void usage(FILE *f)
              "commands:\n"
              "  bench ec [--k K] [--m M] [--unit BYTES] [--size BYTES] [--json]\n"
              "                 erasure-coding throughput against raw ISA-L\n"
+             "  bench store --dir DIR [--size BYTES] [--json]\n"
+             "                 shard store writes and reads against fio\n"
              "  version        print the version\n"
              "  help           this text\n"
              "\n"
@@ -23,13 +25,15 @@ static void usage(FILE *f)
 static int cmd_bench(int argc, char **argv)
 {
   if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-    fprintf(argc < 2 ? stderr : stdout, "usage: medshard bench ec [options]\n"
-                                        "benchmarks: ec\n");
+    fprintf(argc < 2 ? stderr : stdout, "usage: medshard bench ec|store [options]\n"
+                                        "benchmarks: ec, store\n");
     return argc < 2 ? 2 : 0;
   }
   if (strcmp(argv[1], "ec") == 0)
     return bench_ec_main(argc - 1, argv + 1);
-  fprintf(stderr, "medshard bench: unknown benchmark '%s' (available: ec)\n", argv[1]);
+  if (strcmp(argv[1], "store") == 0)
+    return bench_store_main(argc - 1, argv + 1);
+  fprintf(stderr, "medshard bench: unknown benchmark '%s' (available: ec, store)\n", argv[1]);
   return 2;
 }
 

@@ -105,7 +105,7 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
   struct store *s = msd_calloc(1, sizeof *s);
   if (s == NULL)
     return -ENOMEM;
-  s->dirfd = s->segdirfd = s->lockfd = s->act_fd = -1;
+  s->dirfd = s->segdirfd = s->lockfd = s->act_fd = s->act_dfd = -1;
   for (unsigned i = 0; i < SEG_FD_CACHE; i++)
     s->fds[i].fd = -1;
   s->o = opts ? *opts : (struct store_opts){0};
@@ -138,6 +138,10 @@ void store_close(struct store *s)
 {
   if (s == NULL)
     return;
+  if (s->env != NULL && !s->poisoned)
+    store__checkpoint(s); /* if it fails, the next open replays the seals */
+  store__pending_free(s);
+  msd_free(s->dirty);
   store__segs_close(s);
   store__index_close(s);
   ring_destroy(s->ring);
@@ -155,12 +159,8 @@ int store_stat(struct store *s, const struct store_id *id, struct store_shard_in
 {
   if (s == NULL || id == NULL || out == NULL)
     return MSD_EPARAM;
-  MDB_txn *txn;
-  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
-    return MSD_ECORRUPT;
   struct shard_entry e;
-  int rc = store__entry_get(s, txn, id, &e);
-  mdb_txn_abort(txn);
+  int rc = store__lookup(s, id, &e);
   char name[48];
   store__id_text(id, name);
   if (rc == 0 && e.h.state == IDX_STATE_TOMBSTONE)
@@ -183,6 +183,9 @@ int store_list(struct store *s, int (*fn)(void *ctx, const struct store_id *id,
 {
   if (s == NULL || fn == NULL)
     return MSD_EPARAM;
+  int cp = store__checkpoint(s);
+  if (cp != 0)
+    return cp;
   MDB_txn *txn;
   MDB_cursor *cur;
   if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
@@ -222,6 +225,9 @@ int store_delete(struct store *s, const struct store_id *id)
                        msd_strerror(s->poisoned));
   char name[48];
   store__id_text(id, name);
+  int cp = store__checkpoint(s);
+  if (cp != 0)
+    return cp;
   MDB_txn *txn;
   if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0)
     return MSD_ECORRUPT;
@@ -255,6 +261,9 @@ int store_usage(struct store *s, struct store_usage *out)
   if (s == NULL || out == NULL)
     return MSD_EPARAM;
   memset(out, 0, sizeof *out);
+  int cp = store__checkpoint(s);
+  if (cp != 0 && cp != MSD_EPOISONED)
+    return cp;
   struct statvfs v;
   if (fstatvfs(s->dirfd, &v) != 0)
     return -errno;

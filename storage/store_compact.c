@@ -78,7 +78,7 @@ static int copy_record(struct store *s, const struct store_id *id, const struct 
     return rc; /* never copy damage forward: scrub and repair come first */
   struct move mv = {*id, x->shard_off, 0, 0, x->len};
   int fd;
-  rc = store__seg_reserve(s, rec_size(x->len), &fd, &mv.seg, &mv.rec_off);
+  rc = store__seg_reserve(s, rec_size(x->len), false, &fd, &mv.seg, &mv.rec_off, NULL);
   if (rc != 0)
     return rc;
   struct ring_req w = {.op = RING_OP_WRITE, .fd = fd, .buf = buf, .len = rec_size(x->len),
@@ -214,6 +214,9 @@ int store_compact_step(struct store *s, double threshold, uint64_t *freed)
   *freed = 0;
   if (s->poisoned)
     return store__fail(s, MSD_EPOISONED, "%s: %s", s->dir, msd_strerror(MSD_EPOISONED));
+  int rc = store__checkpoint(s);
+  if (rc != 0)
+    return rc;
   MDB_txn *txn;
   if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
     return MSD_ECORRUPT;
@@ -224,7 +227,7 @@ int store_compact_step(struct store *s, double threshold, uint64_t *freed)
     return 0;
 
   struct moves m = {0};
-  int rc = copy_live(s, victim, &m);
+  rc = copy_live(s, victim, &m);
   if (rc == 0)
     rc = sync_targets(s, &m);
   if (rc == 0)

@@ -1,8 +1,10 @@
 /* Encoding and checking of segment headers and records (store_int.h). */
+#include <errno.h>
 #include <string.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
+#include "common/alloc.h"
 #include "common/err.h"
 #include "storage/store_int.h"
 
@@ -85,4 +87,64 @@ long rec_check_blocks(const unsigned char *hdr, uint64_t len, uint32_t b0, uint3
       return (long)b;
   }
   return -1;
+}
+
+static uint64_t seal_checksum(const struct rec_header *h, const unsigned char *payload)
+{
+  XXH3_state_t st;
+  XXH3_64bits_reset(&st);
+  XXH3_64bits_update(&st, h, offsetof(struct rec_header, checksum));
+  XXH3_64bits_update(&st, payload, h->len);
+  return XXH3_64bits_digest(&st);
+}
+
+void rec_seal_build(unsigned char *out, const struct store_id *id, const struct shard_entry *e)
+{
+  struct rec_header h = {REC_MAGIC, REC_VERSION, REC_KIND_SEAL, {0}, id->index, 0, e->h.size,
+                         sizeof(struct seal_payload) + 32ull * e->h.nextents, e->h.seq, 0};
+  memcpy(h.oid, id->oid, sizeof h.oid);
+  unsigned char *payload = out + sizeof h;
+  struct seal_payload p = {{0}, e->h.nextents, 0};
+  memcpy(p.digest, e->h.digest, sizeof p.digest);
+  memcpy(payload, &p, sizeof p);
+  memcpy(payload + sizeof p, e->ext, 32ull * e->h.nextents);
+  h.checksum = seal_checksum(&h, payload);
+  memcpy(out, &h, sizeof h);
+}
+
+int rec_seal_parse(const struct rec_header *h, const unsigned char *payload,
+                   struct store_id *id, struct shard_entry *e)
+{
+  struct seal_payload p;
+  e->ext = NULL;
+  if (h->kind != REC_KIND_SEAL || h->nblocks != 0 || h->len < sizeof p ||
+      h->checksum != seal_checksum(h, payload))
+    return MSD_ECORRUPT;
+  memcpy(&p, payload, sizeof p);
+  if (h->len != sizeof p + 32ull * p.nextents)
+    return MSD_ECORRUPT;
+  memcpy(id->oid, h->oid, sizeof id->oid);
+  id->index = h->index;
+  memset(&e->h, 0, sizeof e->h);
+  e->h.version = IDX_VERSION;
+  e->h.state = IDX_STATE_SEALED;
+  e->h.nextents = p.nextents;
+  e->h.size = h->shard_off;
+  e->h.seq = h->seq;
+  memcpy(e->h.digest, p.digest, sizeof p.digest);
+  e->ext = msd_malloc(32ull * p.nextents);
+  if (e->ext == NULL)
+    return -ENOMEM;
+  memcpy(e->ext, payload + sizeof p, 32ull * p.nextents);
+  uint64_t at = 0;
+  for (uint32_t i = 0; i < p.nextents; i++) {
+    if (e->ext[i].shard_off != at || e->ext[i].len == 0 || e->ext[i].len > EXTENT_MAX ||
+        e->ext[i].rec_off < SEG_HEADER_SIZE) {
+      msd_free(e->ext);
+      e->ext = NULL;
+      return MSD_ECORRUPT;
+    }
+    at += e->ext[i].len;
+  }
+  return at == e->h.size ? 0 : (msd_free(e->ext), e->ext = NULL, MSD_ECORRUPT);
 }

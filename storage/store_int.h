@@ -20,6 +20,11 @@
 #define SEG_MAGIC "MSDSEG\0\1"
 #define SEG_VERSION 1
 #define SEG_HEADER_SIZE 4096 /* the first record starts here */
+/* Full 1 MiB extents are written with O_DIRECT (the page cache adds a copy
+ * and a slow writeback to every fdatasync): such a record starts on this
+ * boundary and its space is padded to it. The gap before it is a hole of
+ * zeros, which the recovery scan skips: a record never starts with 0. */
+#define DIRECT_ALIGN 4096
 
 struct seg_header {
   char magic[8];
@@ -39,6 +44,7 @@ static_assert(offsetof(struct seg_header, checksum) == 56, "segment header layou
 #define REC_MAGIC 0x5244534du /* "MSDR" */
 #define REC_VERSION 1
 #define REC_KIND_EXTENT 1
+#define REC_KIND_SEAL 2
 #define EXTENT_MAX ((size_t)1 << 20)                 /* data bytes per record */
 #define EXTENT_BLOCKS (EXTENT_MAX / STORE_BLOCK)      /* 16 */
 #define REC_ROOM (sizeof(struct rec_header) + EXTENT_BLOCKS * 8) /* header space */
@@ -58,6 +64,18 @@ struct rec_header {
 static_assert(sizeof(struct rec_header) == 64, "record header layout is frozen");
 static_assert(offsetof(struct rec_header, checksum) == 56, "record header layout is frozen");
 
+/* A seal record commits one shard: its header has nblocks 0, shard_off the
+ * shard's size and len the payload bytes; the payload is the XXH3-128
+ * digest, the extent count and the extents (struct idx_extent). It is the
+ * durable form of the index entry: the LMDB index is a checkpoint of the
+ * seal records, replayed from the segments on open after a crash. */
+struct seal_payload {
+  uint8_t digest[STORE_DIGEST_BYTES];
+  uint32_t nextents;
+  uint32_t reserved;
+};
+static_assert(sizeof(struct seal_payload) == 24, "seal payload layout is frozen");
+
 static inline uint32_t rec_blocks(uint64_t len)
 {
   return (uint32_t)((len + STORE_BLOCK - 1) / STORE_BLOCK);
@@ -70,6 +88,20 @@ static inline uint64_t rec_size(uint64_t len)
 {
   return rec_hdr_len(len) + len;
 }
+
+struct shard_entry;
+
+/* Bytes of the seal record for a shard of nextents extents. */
+static inline uint64_t rec_seal_size(uint32_t nextents)
+{
+  return sizeof(struct rec_header) + sizeof(struct seal_payload) + 32ull * nextents;
+}
+/* Writes the seal record of (id, e) at out (rec_seal_size bytes). */
+void rec_seal_build(unsigned char *out, const struct store_id *id, const struct shard_entry *e);
+/* Parses a seal record whose header has been read; payload is h->len bytes.
+ * Fills *id and *e (e->ext allocated; msd_free it). 0 or MSD_ECORRUPT. */
+int rec_seal_parse(const struct rec_header *h, const unsigned char *payload,
+                   struct store_id *id, struct shard_entry *e);
 
 void seg_header_fill(struct seg_header *h, uint64_t id, const uint8_t uuid[16]);
 int seg_header_check(const struct seg_header *h, uint64_t id, const uint8_t uuid[16]);
@@ -137,6 +169,23 @@ struct shard_entry {
   struct idx_extent *ext;
 };
 
+/* Sealed shards not yet in the LMDB checkpoint (their seal records are
+ * durable in the segments). An open-addressing hash table. */
+struct pending {
+  uint8_t key[20];
+  bool used;
+  struct shard_entry e; /* e.ext owned */
+};
+
+/* Checkpoint the index after this many seals (and on close, and before
+ * anything that walks the index). */
+#define CHECKPOINT_SEALS 4096
+
+/* Segments written since the last checkpoint, with their written length. */
+struct dirty_seg {
+  uint64_t id, len;
+};
+
 /* --- the handle ---------------------------------------------------------- */
 
 /* Open segment fds, least recently used evicted. A batch of I/O never looks
@@ -153,9 +202,14 @@ struct store {
   MDB_dbi dbi_meta, dbi_shards, dbi_segs;
   struct idx_meta meta;       /* as last committed, plus in-memory ids taken */
   int act_fd;                 /* active segment, or -1 */
+  int act_dfd;                /* the same file opened O_DIRECT, or -1 */
   uint64_t act_id, act_off;
   struct { uint64_t id; int fd; uint64_t used; } fds[SEG_FD_CACHE];
   uint64_t fd_tick;
+  struct pending *pend;       /* capacity npend_cap (power of two) */
+  size_t npend, npend_cap;
+  struct dirty_seg *dirty;
+  size_t ndirty, ndirty_cap;
   int poisoned;               /* the failure that poisoned the store, or 0 */
   char errmsg[512];
 };
@@ -179,10 +233,28 @@ int store__meta_put(struct store *s, MDB_txn *txn);
 int store__commit(struct store *s, MDB_txn *txn, const char *what);
 
 int store__segs_recover(struct store *s);
+void store__seg_name(uint64_t id, char out[32]);
+void store__fd_cache_put(struct store *s, uint64_t id, int fd);
+void store__seg_dirty(struct store *s, uint64_t id, uint64_t len);
+
+/* Finds a shard in the pending table or the index (e->ext allocated). */
+int store__lookup(struct store *s, const struct store_id *id, struct shard_entry *e);
+/* Adds a sealed shard to the pending table, taking e->ext. */
+int store__pending_put(struct store *s, const struct store_id *id, struct shard_entry *e);
+/* Writes the pending table into LMDB in one durable commit. */
+int store__checkpoint(struct store *s);
+void store__pending_free(struct store *s);
+/* Adds a shard's extents to segment accounting inside txn. */
+int store__account(struct store *s, MDB_txn *txn, const struct shard_entry *e);
 int store__seg_fd(struct store *s, uint64_t id, int *fd);
 /* Makes room for a record of `bytes` in the active segment, rolling to a new
- * one when it would not fit; *fd, *seg, *off get where to write. */
-int store__seg_reserve(struct store *s, uint64_t bytes, int *fd, uint64_t *seg, uint64_t *off);
+ * one when it would not fit; *fd, *seg, *off get where to write. With
+ * `direct`, and when the filesystem supports O_DIRECT, the record starts on
+ * a DIRECT_ALIGN boundary, its space is padded to one, and *fd is the
+ * O_DIRECT descriptor; *direct_out says which was granted. */
+int store__seg_reserve(struct store *s, uint64_t bytes, bool direct, int *fd, uint64_t *seg,
+                       uint64_t *off, bool *direct_out);
+void store__seg_open_direct(struct store *s);
 int store__check_space(struct store *s, uint64_t bytes);
 void store__segs_close(struct store *s);
 

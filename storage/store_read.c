@@ -14,7 +14,8 @@
 /* One extent's part of a read: where its header and needed blocks land. */
 struct read_part {
   const struct idx_extent *x;
-  unsigned char *buf; /* pool buffer: header at 0, blocks at REC_ROOM */
+  unsigned char *buf; /* pool buffer: blocks at REC_ROOM, header just before */
+  unsigned char *hdr;
   int buf_index;
   uint32_t b0, nblocks;
   struct ring_req hreq, dreq;
@@ -50,12 +51,20 @@ static int queue_part(struct store *s, struct read_part *p, uint64_t from, uint6
   uint64_t stop = (uint64_t)(p->b0 + p->nblocks) * STORE_BLOCK;
   if (stop > x->len)
     stop = x->len;
-  p->hreq = (struct ring_req){.op = RING_OP_READ, .fd = fd, .buf = p->buf,
-                              .len = rec_hdr_len(x->len), .off = x->rec_off,
-                              .buf_index = p->buf_index};
+  uint64_t hl = rec_hdr_len(x->len);
+  p->hdr = p->buf + REC_ROOM - hl; /* so the blocks land at REC_ROOM */
+  if (start == 0) {
+    /* Header and blocks are adjacent on disk: one read. */
+    p->hreq = (struct ring_req){.op = RING_OP_READ, .fd = fd, .buf = p->hdr,
+                                .len = hl + stop, .off = x->rec_off, .buf_index = p->buf_index};
+    p->dreq.len = 0;
+    ring_queue(s->ring, &p->hreq);
+    return 0;
+  }
+  p->hreq = (struct ring_req){.op = RING_OP_READ, .fd = fd, .buf = p->hdr, .len = hl,
+                              .off = x->rec_off, .buf_index = p->buf_index};
   p->dreq = (struct ring_req){.op = RING_OP_READ, .fd = fd, .buf = p->buf + REC_ROOM,
-                              .len = stop - start,
-                              .off = x->rec_off + rec_hdr_len(x->len) + start,
+                              .len = stop - start, .off = x->rec_off + hl + start,
                               .buf_index = p->buf_index};
   ring_queue(s->ring, &p->hreq);
   ring_queue(s->ring, &p->dreq);
@@ -65,14 +74,15 @@ static int queue_part(struct store *s, struct read_part *p, uint64_t from, uint6
 static int check_part(struct store *s, const struct store_id *id, const struct read_part *p)
 {
   const struct idx_extent *x = p->x;
-  int rc = p->hreq.res ? p->hreq.res : p->dreq.res;
-  if (rc == 0 && (p->hreq.done != p->hreq.len || p->dreq.done != p->dreq.len))
+  bool two = p->dreq.len > 0;
+  int rc = p->hreq.res ? p->hreq.res : two ? p->dreq.res : 0;
+  if (rc == 0 && (p->hreq.done != p->hreq.len || (two && p->dreq.done != p->dreq.len)))
     rc = MSD_ECORRUPT; /* the segment ends early */
   if (rc == 0)
-    rc = rec_check_header(p->buf, id, x->shard_off, x->len);
+    rc = rec_check_header(p->hdr, id, x->shard_off, x->len);
   if (rc != 0)
     return read_err(s, id, x, rc, x->shard_off);
-  long bad = rec_check_blocks(p->buf, x->len, p->b0, p->nblocks, p->buf + REC_ROOM);
+  long bad = rec_check_blocks(p->hdr, x->len, p->b0, p->nblocks, p->buf + REC_ROOM);
   if (bad >= 0)
     return read_err(s, id, x, MSD_ECHECKSUM, x->shard_off + (uint64_t)bad * STORE_BLOCK);
   return 0;
@@ -130,12 +140,8 @@ int store_read(struct store *s, const struct store_id *id, uint64_t off, void *b
   *got = 0;
   char name[48];
   store__id_text(id, name);
-  MDB_txn *txn;
-  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
-    return store__fail(s, MSD_ECORRUPT, "%s: cannot read the index", s->dir);
   struct shard_entry e;
-  int rc = store__entry_get(s, txn, id, &e);
-  mdb_txn_abort(txn);
+  int rc = store__lookup(s, id, &e);
   if (rc == 0 && e.h.state == IDX_STATE_TOMBSTONE)
     rc = MSD_EDELETED;
   if (rc == 0 && off > e.h.size)
@@ -242,6 +248,9 @@ int store_scrub(struct store *s, uint64_t rate, struct store_scrub_report *rep)
   if (s == NULL || rep == NULL)
     return MSD_EPARAM;
   memset(rep, 0, sizeof *rep);
+  int cp = store__checkpoint(s);
+  if (cp != 0 && cp != MSD_EPOISONED)
+    return cp;
   int idx;
   unsigned char *buf = ring_buf_get(s->ring, &idx);
   if (buf == NULL)

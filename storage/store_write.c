@@ -89,12 +89,20 @@ static int prepare_flush(struct store_writer *w)
   uint64_t bytes = rec_size(w->fill);
   struct idx_extent x = {0, 0, w->flushed, w->fill};
   int fd;
-  int rc = store__seg_reserve(s, bytes, &fd, &x.seg, &x.rec_off);
+  /* A full extent's record starts exactly at the (4 KiB aligned) buffer,
+   * as O_DIRECT needs; partial ones go through the page cache. */
+  bool full = w->fill == EXTENT_MAX, dio = false;
+  int rc = store__seg_reserve(s, bytes, full, &fd, &x.seg, &x.rec_off, &dio);
   if (rc == 0)
     rc = add_extent(w, &x);
   if (rc != 0)
     return rc;
   rec_build(data, w->fill, &w->id, w->flushed, s->meta.next_seq++);
+  if (dio) {
+    uint64_t padded = (bytes + DIRECT_ALIGN - 1) & ~(uint64_t)(DIRECT_ALIGN - 1);
+    memset(data - rec_hdr_len(w->fill) + bytes, 0, (size_t)(padded - bytes));
+    bytes = padded;
+  }
   w->req = (struct ring_req){.op = RING_OP_WRITE, .fd = fd,
                              .buf = data - rec_hdr_len(w->fill), .len = bytes,
                              .off = x.rec_off, .buf_index = w->buf_index};
@@ -144,70 +152,53 @@ int store_write(struct store_writer *w, const void *buf, size_t len)
 
 struct seal_seg {
   uint64_t id;
-  struct ring_req *last; /* the batch's last record write to it, if any */
   struct ring_req fsync;
 };
 
-/* The distinct segments a batch's shards have records in. */
-static int collect_segs(struct store_writer **ws, size_t n, const int *res,
+/* The distinct segments a batch writes to: its shards' extents and the
+ * segment holding the seal records. */
+static int collect_segs(struct store_writer **ws, size_t n, const int *res, uint64_t seal_seg,
                         struct seal_seg **out, size_t *nsegs)
 {
-  size_t cap = 8, count = 0;
+  size_t cap = 1, count = 0;
+  for (size_t i = 0; i < n; i++)
+    cap += res[i] == 0 ? ws[i]->next : 0;
   struct seal_seg *segs = msd_calloc(cap, sizeof *segs);
   if (segs == NULL)
     return -ENOMEM;
+  segs[count++].id = seal_seg;
   for (size_t i = 0; i < n; i++)
     for (uint32_t j = 0; res[i] == 0 && j < ws[i]->next; j++) {
-      uint64_t id = ws[i]->ext[j].seg;
       size_t k = 0;
-      while (k < count && segs[k].id != id)
+      while (k < count && segs[k].id != ws[i]->ext[j].seg)
         k++;
-      if (k == count) {
-        if (count == cap) {
-          struct seal_seg *g = msd_calloc(2 * cap, sizeof *g);
-          if (g == NULL) {
-            msd_free(segs);
-            return -ENOMEM;
-          }
-          memcpy(g, segs, count * sizeof *g);
-          msd_free(segs);
-          segs = g, cap *= 2;
-        }
-        segs[count++].id = id;
-      }
+      if (k == count)
+        segs[count++].id = ws[i]->ext[j].seg;
     }
   *out = segs;
   *nsegs = count;
   return 0;
 }
 
-/* Writes the batch's tail records and makes every touched segment durable.
- * Why two rounds: an fdatasync only covers writes that completed before it
- * started, so the tails that are not last in their segment complete first;
- * each segment's last tail is then linked to its fdatasync so the kernel
- * orders that pair without another round trip. */
+/* Writes the tails and the seal records and makes them durable.
+ * Why two rounds: an fdatasync covers only writes that completed before it
+ * started, so the tails complete first; then the seal records' write is
+ * linked to its segment's fdatasync (the kernel orders that pair), beside
+ * plain fdatasyncs of the other segments the shards' extents are in. */
 static int write_and_sync(struct store *s, struct store_writer **ws, size_t n, const int *res,
-                          const bool *tail, struct seal_seg *segs, size_t nsegs)
+                          const bool *tail, struct ring_req *seal, struct seal_seg *segs,
+                          size_t nsegs)
 {
   for (size_t i = 0; i < n; i++)
     if (res[i] == 0 && tail[i])
-      for (size_t k = 0; k < nsegs; k++)
-        if (segs[k].id == ws[i]->ext[ws[i]->next - 1].seg)
-          segs[k].last = &ws[i]->req;
-  for (size_t i = 0; i < n; i++) {
-    bool is_last = false;
-    for (size_t k = 0; k < nsegs; k++)
-      is_last |= segs[k].last == &ws[i]->req;
-    if (res[i] == 0 && tail[i] && !is_last)
       ring_queue(s->ring, &ws[i]->req);
-  }
   int rc = ring_drain(s->ring);
   for (size_t k = 0; rc == 0 && k < nsegs; k++) {
     int fd;
     rc = store__seg_fd(s, segs[k].id, &fd);
     segs[k].fsync = (struct ring_req){.op = RING_OP_FSYNC, .fd = fd, .buf_index = -1};
-    if (rc == 0 && segs[k].last)
-      ring_queue_linked(s->ring, segs[k].last, &segs[k].fsync);
+    if (rc == 0 && k == 0)
+      ring_queue_linked(s->ring, seal, &segs[k].fsync);
     else if (rc == 0)
       ring_queue(s->ring, &segs[k].fsync);
   }
@@ -216,16 +207,18 @@ static int write_and_sync(struct store *s, struct store_writer **ws, size_t n, c
   for (size_t i = 0; rc == 0 && i < n; i++)
     if (res[i] == 0 && tail[i] && ws[i]->req.res != 0)
       rc = ws[i]->req.res;
+  if (rc == 0)
+    rc = seal->res;
   for (size_t k = 0; rc == 0 && k < nsegs; k++)
     rc = segs[k].fsync.res;
   return rc;
 }
 
-/* Adds one sealed shard to the index transaction. */
-static int index_shard(struct store *s, MDB_txn *txn, struct store_writer *w)
+/* -EEXIST if the shard is already sealed here: shards are immutable. */
+static int check_new(struct store *s, const struct store_writer *w)
 {
   struct shard_entry old;
-  int rc = store__entry_get(s, txn, &w->id, &old);
+  int rc = store__lookup(s, &w->id, &old);
   bool exists = rc == 0 && old.h.state == IDX_STATE_SEALED;
   msd_free(old.ext);
   if (exists) {
@@ -234,46 +227,59 @@ static int index_shard(struct store *s, MDB_txn *txn, struct store_writer *w)
     return store__fail(s, -EEXIST, "shard %s is already sealed in %s; shards are immutable",
                        name, s->dir);
   }
-  if (rc != 0 && rc != MSD_ENOSHARD)
-    return rc;
-  struct shard_entry e = {{IDX_VERSION, IDX_STATE_SEALED, 0, w->next, w->flushed,
-                           s->meta.next_seq++, {0}},
-                          w->ext};
+  return rc == MSD_ENOSHARD || rc == 0 ? 0 : rc;
+}
+
+static void entry_of(struct store *s, const struct store_writer *w, struct shard_entry *e)
+{
+  e->h = (struct idx_shard){IDX_VERSION, IDX_STATE_SEALED, 0, w->next, w->flushed,
+                            s->meta.next_seq++, {0}};
   XXH128_canonical_t c;
   XXH128_canonicalFromHash(&c, XXH3_128bits_digest(&w->digest));
-  memcpy(e.h.digest, c.digest, sizeof e.h.digest);
-  rc = store__entry_put(s, txn, &w->id, &e);
-  for (uint32_t j = 0; rc == 0 && j < w->next; j++) {
-    const struct idx_extent *x = &w->ext[j];
-    struct idx_seg seg;
-    int g = store__seg_get(s, txn, x->seg, &seg);
-    if (g != 0 && g != MDB_NOTFOUND)
-      return g;
-    seg.live += rec_size(x->len);
-    if (x->rec_off + rec_size(x->len) > seg.end)
-      seg.end = x->rec_off + rec_size(x->len);
-    rc = store__seg_put(s, txn, x->seg, &seg);
-  }
+  memcpy(e->h.digest, c.digest, sizeof e->h.digest);
+  e->ext = w->ext;
+}
+
+/* Builds the batch's seal records into one buffer and reserves their place. */
+static int build_seals(struct store *s, struct store_writer **ws, size_t n, const int *res,
+                       struct shard_entry *ents, unsigned char **buf, struct ring_req *req,
+                       uint64_t *seal_seg)
+{
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++)
+    if (res[i] == 0) {
+      entry_of(s, ws[i], &ents[i]);
+      total += rec_seal_size(ws[i]->next);
+    }
+  *buf = msd_aligned_alloc(4096, total);
+  if (*buf == NULL)
+    return -ENOMEM;
+  uint64_t at = 0;
+  for (size_t i = 0; i < n; i++)
+    if (res[i] == 0) {
+      rec_seal_build(*buf + at, &ws[i]->id, &ents[i]);
+      at += rec_seal_size(ws[i]->next);
+    }
+  int fd;
+  uint64_t off;
+  int rc = store__seg_reserve(s, total, false, &fd, seal_seg, &off, NULL);
+  *req = (struct ring_req){.op = RING_OP_WRITE, .fd = fd, .buf = *buf, .len = total,
+                           .off = off, .buf_index = -1};
   return rc;
 }
 
-static int index_batch(struct store *s, struct store_writer **ws, size_t n, int *res)
+/* Publishes the sealed shards to readers; the writers' extents move over. */
+static int publish(struct store *s, struct store_writer **ws, size_t n, int *res,
+                   struct shard_entry *ents)
 {
-  MDB_txn *txn;
-  int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-  if (rc != 0)
-    return store__fail(s, MSD_ECORRUPT, "%s: %s", s->dir, mdb_strerror(rc));
   for (size_t i = 0; i < n; i++)
-    if (res[i] == 0 && (res[i] = index_shard(s, txn, ws[i])) != 0 && res[i] != -EEXIST) {
-      mdb_txn_abort(txn);
-      return res[i];
+    if (res[i] == 0) {
+      if (store__pending_put(s, &ws[i]->id, &ents[i]) == 0)
+        ws[i]->ext = NULL; /* now owned by the pending table */
+      else
+        res[i] = -ENOMEM; /* UNTESTED: durable, and replayed on the next open */
     }
-  rc = store__meta_put(s, txn);
-  if (rc != 0) {
-    mdb_txn_abort(txn);
-    return rc;
-  }
-  return store__commit(s, txn, "sealing shards");
+  return s->npend >= CHECKPOINT_SEALS ? store__checkpoint(s) : 0;
 }
 
 int store_seal_many(struct store_writer **ws, size_t n, int *results)
@@ -283,25 +289,37 @@ int store_seal_many(struct store_writer **ws, size_t n, int *results)
   struct store *s = ws[0]->s;
   int *res = results ? results : msd_calloc(n, sizeof *res);
   bool *tail = msd_calloc(n, sizeof *tail);
+  struct shard_entry *ents = msd_calloc(n, sizeof *ents);
   struct seal_seg *segs = NULL;
+  unsigned char *sealbuf = NULL;
+  struct ring_req sealreq;
+  uint64_t seal_seg = 0;
   size_t nsegs = 0;
-  int rc = (res && tail) ? 0 : -ENOMEM;
+  int rc = (res && tail && ents) ? 0 : -ENOMEM;
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    res[i] = ws[i]->failed ? ws[i]->failed : s->poisoned ? poisoned(s) : 0;
+    res[i] = ws[i]->failed ? ws[i]->failed : s->poisoned ? poisoned(s) : check_new(s, ws[i]);
     if (res[i] == 0 && ws[i]->fill > 0) {
       res[i] = prepare_flush(ws[i]);
       tail[i] = res[i] == 0;
     }
   }
+  bool some = false;
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    some |= res[i] == 0;
+  if (rc == 0 && !some)
+    goto done; /* every writer had already failed */
   if (rc == 0)
-    rc = collect_segs(ws, n, res, &segs, &nsegs);
+    rc = build_seals(s, ws, n, res, ents, &sealbuf, &sealreq, &seal_seg);
+  if (rc == 0)
+    rc = collect_segs(ws, n, res, seal_seg, &segs, &nsegs);
   if (rc == 0) {
-    int io = write_and_sync(s, ws, n, res, tail, segs, nsegs);
+    int io = write_and_sync(s, ws, n, res, tail, &sealreq, segs, nsegs);
     if (io != 0)
       rc = write_failed(s, ws[0], io);
   }
   if (rc == 0)
-    rc = index_batch(s, ws, n, res);
+    rc = publish(s, ws, n, res, ents);
+done:;
   int any = rc;
   for (size_t i = 0; i < n; i++) {
     if (res && rc != 0 && res[i] == 0)
@@ -310,13 +328,14 @@ int store_seal_many(struct store_writer **ws, size_t n, int *results)
       any = res[i];
     store_write_abort(ws[i]); /* frees the writer; its records stay */
   }
+  msd_free(sealbuf);
   msd_free(segs);
+  msd_free(ents);
   msd_free(tail);
   if (res != results)
     msd_free(res);
   return any;
 }
-
 int store_seal(struct store_writer *w)
 {
   return store_seal_many(&w, 1, NULL);

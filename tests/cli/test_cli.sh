@@ -45,5 +45,15 @@ expect "absurd size" 2 "--size 99999999999999999999: not a size" -- \
   bench ec --size 99999999999999999999
 expect "stray argument" 2 "unexpected argument 'extra'" -- bench ec extra
 
+expect "bench store needs --dir" 2 "--dir DIR is required" -- bench store
+expect "bench store bad dir" 2 "--dir /nonexistent/x: not a directory" -- \
+  bench store --dir /nonexistent/x
+expect "bench store bad size" 2 "--size 12: need a size of at least 1M" -- \
+  bench store --dir /tmp --size 12
+tmp=$(mktemp -d)
+expect "bench store json" 0 '"shard_bytes":4096,"shards":[0-9]+,"write_mbps":[0-9.]+' -- \
+  bench store --dir "$tmp" --size 2M --rounds 1 --no-fio --json
+rm -rf "$tmp"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
