@@ -107,7 +107,7 @@ int store_open(const char *dir, const struct store_opts *opts, struct store **ou
     return -ENOMEM;
   s->dirfd = s->segdirfd = s->lockfd = s->act_fd = s->act_dfd = -1;
   for (unsigned i = 0; i < SEG_FD_CACHE; i++)
-    s->fds[i].fd = -1;
+    s->fds[i].fd = s->fds[i].dfd = -1;
   s->o = opts ? *opts : (struct store_opts){0};
   fill_defaults(&s->o);
   int rc = -ENOMEM;

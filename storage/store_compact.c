@@ -203,6 +203,8 @@ static void forget_fd(struct store *s, uint64_t id)
   for (unsigned i = 0; i < SEG_FD_CACHE; i++)
     if (s->fds[i].fd >= 0 && s->fds[i].id == id) {
       close(s->fds[i].fd);
+      if (s->fds[i].dfd >= 0)
+        close(s->fds[i].dfd);
       s->fds[i].fd = -1;
     }
 }

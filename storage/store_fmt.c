@@ -107,7 +107,8 @@ void rec_seal_build(unsigned char *out, const struct store_id *id, const struct 
   struct seal_payload p = {{0}, e->h.nextents, 0};
   memcpy(p.digest, e->h.digest, sizeof p.digest);
   memcpy(payload, &p, sizeof p);
-  memcpy(payload + sizeof p, e->ext, 32ull * e->h.nextents);
+  if (e->h.nextents > 0) /* an empty shard has no extents (ext may be NULL) */
+    memcpy(payload + sizeof p, e->ext, 32ull * e->h.nextents);
   h.checksum = seal_checksum(&h, payload);
   memcpy(out, &h, sizeof h);
 }

@@ -193,7 +193,8 @@ int store__entry_put(struct store *s, MDB_txn *txn, const struct store_id *id,
   if (rc != 0)
     return mdb_rc(rc);
   memcpy(v.mv_data, &e->h, sizeof e->h);
-  memcpy((char *)v.mv_data + sizeof e->h, e->ext, bytes - sizeof e->h);
+  if (bytes > sizeof e->h)
+    memcpy((char *)v.mv_data + sizeof e->h, e->ext, bytes - sizeof e->h);
   return 0;
 }
 

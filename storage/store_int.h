@@ -204,7 +204,8 @@ struct store {
   int act_fd;                 /* active segment, or -1 */
   int act_dfd;                /* the same file opened O_DIRECT, or -1 */
   uint64_t act_id, act_off;
-  struct { uint64_t id; int fd; uint64_t used; } fds[SEG_FD_CACHE];
+  struct { uint64_t id; int fd, dfd; uint64_t used; } fds[SEG_FD_CACHE]; /* dfd: O_DIRECT
+                                                   twin, -1 not opened, -2 unsupported */
   uint64_t fd_tick;
   struct pending *pend;       /* capacity npend_cap (power of two) */
   size_t npend, npend_cap;
@@ -247,6 +248,9 @@ void store__pending_free(struct store *s);
 /* Adds a shard's extents to segment accounting inside txn. */
 int store__account(struct store *s, MDB_txn *txn, const struct shard_entry *e);
 int store__seg_fd(struct store *s, uint64_t id, int *fd);
+/* The O_DIRECT descriptor of a segment for aligned reads, or -1 if the
+ * filesystem has none (then read through store__seg_fd). */
+int store__seg_dfd(struct store *s, uint64_t id);
 /* Makes room for a record of `bytes` in the active segment, rolling to a new
  * one when it would not fit; *fd, *seg, *off get where to write. With
  * `direct`, and when the filesystem supports O_DIRECT, the record starts on

@@ -83,7 +83,8 @@ int store__lookup(struct store *s, const struct store_id *id, struct shard_entry
     e->ext = msd_malloc(p->e.h.nextents * sizeof *e->ext + 1);
     if (e->ext == NULL)
       return -ENOMEM;
-    memcpy(e->ext, p->e.ext, p->e.h.nextents * sizeof *e->ext);
+    if (p->e.h.nextents > 0)
+      memcpy(e->ext, p->e.ext, p->e.h.nextents * sizeof *e->ext);
     return 0;
   }
   MDB_txn *txn;

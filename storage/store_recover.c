@@ -214,13 +214,22 @@ static uint64_t scan_record(struct recovery *r, struct rseg *g, uint64_t pos)
   return ok;
 }
 
-/* True if the 4 bytes at pos are zero: the padding hole before an aligned
- * O_DIRECT record (no record starts with a zero magic). */
+/* True if [pos, next DIRECT_ALIGN boundary) is all zeros: the padding
+ * before an aligned O_DIRECT record. The gap can be a single byte, so all
+ * of it is checked and nothing past it (that is the next record). */
 static bool at_padding(const struct rseg *g, uint64_t pos)
 {
-  uint32_t magic = 1;
-  return pos + sizeof magic <= g->size &&
-         pread(g->fd, &magic, sizeof magic, (off_t)pos) == (ssize_t)sizeof magic && magic == 0;
+  uint64_t next = (pos + DIRECT_ALIGN) & ~(uint64_t)(DIRECT_ALIGN - 1);
+  unsigned char gap[DIRECT_ALIGN];
+  if (pos % DIRECT_ALIGN == 0 || next > g->size)
+    return false;
+  size_t n = (size_t)(next - pos);
+  if (pread(g->fd, gap, n, (off_t)pos) != (ssize_t)n)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (gap[i] != 0)
+      return false;
+  return true;
 }
 
 static void scan_segment(struct recovery *r, struct rseg *g)
@@ -234,7 +243,7 @@ static void scan_segment(struct recovery *r, struct rseg *g)
     }
     if (!at_padding(g, pos))
       break;
-    pos = (pos + DIRECT_ALIGN) & ~(uint64_t)(DIRECT_ALIGN - 1);
+    pos = (pos + DIRECT_ALIGN) & ~(uint64_t)(DIRECT_ALIGN - 1); /* the next boundary */
   }
   g->scanned = good;
 }

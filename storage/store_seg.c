@@ -33,8 +33,11 @@ void store__fd_cache_put(struct store *s, uint64_t id, int fd)
   }
   if (s->fds[victim].fd >= 0)
     close(s->fds[victim].fd);
+  if (s->fds[victim].dfd >= 0)
+    close(s->fds[victim].dfd);
   s->fds[victim].id = id;
   s->fds[victim].fd = fd;
+  s->fds[victim].dfd = -1;
   s->fds[victim].used = ++s->fd_tick;
 }
 
@@ -71,7 +74,28 @@ void store__seg_open_direct(struct store *s)
     return;
   char name[32];
   store__seg_name(s->act_id, name);
-  s->act_dfd = openat(s->segdirfd, name, O_WRONLY | O_DIRECT | O_CLOEXEC);
+  s->act_dfd = openat(s->segdirfd, name, O_RDWR | O_DIRECT | O_CLOEXEC);
+}
+
+int store__seg_dfd(struct store *s, uint64_t id)
+{
+  int fd;
+  if (s->act_fd >= 0 && id == s->act_id)
+    return s->act_dfd;
+  if (s->o.fallback_io || store__seg_fd(s, id, &fd) != 0)
+    return -1;
+  for (unsigned i = 0; i < SEG_FD_CACHE; i++)
+    if (s->fds[i].fd == fd) {
+      if (s->fds[i].dfd == -1) {
+        char name[32];
+        store__seg_name(id, name);
+        s->fds[i].dfd = openat(s->segdirfd, name, O_RDONLY | O_DIRECT | O_CLOEXEC);
+        if (s->fds[i].dfd < 0)
+          s->fds[i].dfd = -2;
+      }
+      return s->fds[i].dfd >= 0 ? s->fds[i].dfd : -1;
+    }
+  return -1; /* UNTESTED: store__seg_fd just cached it */
 }
 
 void store__segs_close(struct store *s)
@@ -80,8 +104,11 @@ void store__segs_close(struct store *s)
     close(s->act_dfd);
   s->act_dfd = -1;
   for (unsigned i = 0; i < SEG_FD_CACHE; i++)
-    if (s->fds[i].fd >= 0 && s->fds[i].fd != s->act_fd)
+    if (s->fds[i].fd >= 0 && s->fds[i].fd != s->act_fd) {
       close(s->fds[i].fd);
+      if (s->fds[i].dfd >= 0)
+        close(s->fds[i].dfd);
+    }
   if (s->act_fd >= 0)
     close(s->act_fd);
   s->act_fd = -1;

@@ -203,13 +203,24 @@ static void test_corruption_detected(void)
     CU_ASSERT_EQUAL(su_put(s, &ids[i], 300000, 300000), 0);
   }
   store_close(s);
-  /* Shard 5's record starts after 5 earlier records; aim into its data. */
+  /* Find shard 5's extent record by its header (magic, kind 1, object id)
+   * and flip a byte inside its second 64 KiB block. */
   char seg[4200];
   snprintf(seg, sizeof seg, "%s/seg/0000000000000001.seg", dir);
   int fd = open(seg, O_RDWR);
   CU_ASSERT_FATAL(fd >= 0);
-  off_t rec = 4096 + 5 * (off_t)(64 + 5 * 8 + 300000);
-  off_t at = rec + 64 + 5 * 8 + 70000; /* inside block 1 */
+  struct stat st;
+  CU_ASSERT_FATAL(fstat(fd, &st) == 0);
+  unsigned char *img = msd_malloc((size_t)st.st_size);
+  CU_ASSERT_EQUAL_FATAL(pread(fd, img, (size_t)st.st_size, 0), st.st_size);
+  const unsigned char magic_kind[8] = {0x4d, 0x53, 0x44, 0x52, 1, 0, 1, 0};
+  off_t rec = -1;
+  for (off_t o = 4096; o + 64 <= st.st_size && rec < 0; o++)
+    if (memcmp(img + o, magic_kind, 8) == 0 && memcmp(img + o + 8, ids[5].oid, 16) == 0)
+      rec = o;
+  msd_free(img);
+  CU_ASSERT_FATAL(rec > 0);
+  off_t at = rec + 64 + 5 * 8 + 70000; /* header, 5 block checksums, into block 1 */
   unsigned char c;
   CU_ASSERT_EQUAL(pread(fd, &c, 1, at), 1);
   c ^= 0x40;
