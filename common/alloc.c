@@ -1,7 +1,9 @@
 /* msd_malloc and friends plus the countdown fault trigger (see alloc.h). */
 #include "common/alloc.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int fault_countdown; /* 0 = disarmed */
 
@@ -49,4 +51,21 @@ void *msd_aligned_alloc(size_t align, size_t size)
 void msd_free(void *p)
 {
   free(p);
+}
+
+int msd_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first)
+{
+  if (n < *cap)
+    return 0;
+  void **p = arr;
+  size_t ncap = *cap ? 2 * *cap : first;
+  void *q = msd_malloc(ncap * elem);
+  if (q == NULL)
+    return -ENOMEM;
+  if (n > 0)
+    memcpy(q, *p, n * elem);
+  msd_free(*p);
+  *p = q;
+  *cap = ncap;
+  return 0;
 }

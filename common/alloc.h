@@ -16,6 +16,11 @@ void msd_free(void *p);
  * to a multiple of it. Free with msd_free. */
 void *msd_aligned_alloc(size_t align, size_t size);
 
+/* Makes room for one more element in a growable array: when n == *cap, the
+ * array whose address is `arr` (a T **) moves to a buffer twice as large
+ * (at least `first` elements). 0, or -ENOMEM with the array unchanged. */
+int msd_grow(void *arr, size_t *cap, size_t n, size_t elem, size_t first);
+
 /* The shared countdown fault trigger (raft's test habit): after
  * msd_fault_arm(n), the n-th following call to msd_fault_hit() returns true
  * once (n = 1 fails the very next allocation or I/O). n <= 0 disarms.

@@ -177,43 +177,30 @@ int store_stat(struct store *s, const struct store_id *id, struct store_shard_in
   return 0;
 }
 
+struct list_ctx {
+  int (*fn)(void *ctx, const struct store_id *id, const struct store_shard_info *info);
+  void *ctx;
+};
+
+static int list_one(void *ctx, const struct store_id *id, const struct shard_entry *e, int drc)
+{
+  struct list_ctx *l = ctx;
+  if (drc != 0 || e->h.state != IDX_STATE_SEALED)
+    return 0; /* scrub reports undecodable entries */
+  struct store_shard_info info = {e->h.size, {0}, e->h.nextents, e->h.seq};
+  memcpy(info.digest, e->h.digest, sizeof info.digest);
+  return l->fn(l->ctx, id, &info);
+}
+
 int store_list(struct store *s, int (*fn)(void *ctx, const struct store_id *id,
                                           const struct store_shard_info *info),
                void *ctx)
 {
   if (s == NULL || fn == NULL)
     return MSD_EPARAM;
-  int cp = store__checkpoint(s);
-  if (cp != 0)
-    return cp;
-  MDB_txn *txn;
-  MDB_cursor *cur;
-  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
-    return MSD_ECORRUPT;
-  if (mdb_cursor_open(txn, s->dbi_shards, &cur) != 0) {
-    mdb_txn_abort(txn);
-    return MSD_ECORRUPT;
-  }
-  MDB_val k, v;
-  int rc = 0, c = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-  for (; rc == 0 && c == 0; c = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    struct idx_shard h;
-    if (k.mv_size != 20 || v.mv_size < sizeof h) {
-      rc = store__fail(s, MSD_ECORRUPT, "%s: corrupt shard entry in the index", s->dir);
-      break;
-    }
-    memcpy(&h, v.mv_data, sizeof h);
-    if (h.state != IDX_STATE_SEALED)
-      continue;
-    struct store_id id;
-    store__key_id(k.mv_data, &id);
-    struct store_shard_info info = {h.size, {0}, h.nextents, h.seq};
-    memcpy(info.digest, h.digest, sizeof info.digest);
-    rc = fn(ctx, &id, &info);
-  }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  return rc;
+  int rc = store__checkpoint(s);
+  struct list_ctx l = {fn, ctx};
+  return rc != 0 ? rc : store__each_shard(s, list_one, &l);
 }
 
 int store_delete(struct store *s, const struct store_id *id)

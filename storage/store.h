@@ -116,6 +116,7 @@ struct store_scrub_report {
   uint64_t shards, bytes;
   size_t nbad;
   struct store_bad_shard *bad; /* owned by the report: store_scrub_free */
+  size_t bad_cap;              /* private */
 };
 
 /* Re-reads every sealed shard at no more than rate_bytes_per_s (0 = no

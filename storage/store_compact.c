@@ -24,16 +24,8 @@ struct moves {
 
 static int moves_add(struct moves *m, const struct move *mv)
 {
-  if (m->n == m->cap) {
-    size_t cap = m->cap ? 2 * m->cap : 64;
-    struct move *v = msd_malloc(cap * sizeof *v);
-    if (v == NULL)
-      return -ENOMEM;
-    if (m->n)
-      memcpy(v, m->v, m->n * sizeof *v);
-    msd_free(m->v);
-    m->v = v, m->cap = cap;
-  }
+  if (msd_grow(&m->v, &m->cap, m->n, sizeof *m->v, 64) != 0)
+    return -ENOMEM;
   m->v[m->n++] = *mv;
   return 0;
 }
@@ -95,38 +87,33 @@ static int copy_record(struct store *s, const struct store_id *id, const struct 
   return moves_add(m, &mv);
 }
 
+struct copy_ctx {
+  struct store *s;
+  uint64_t victim;
+  unsigned char *buf;
+  int idx;
+  struct moves *m;
+};
+
+static int copy_one(void *ctx, const struct store_id *id, const struct shard_entry *e, int drc)
+{
+  struct copy_ctx *c = ctx;
+  int rc = 0;
+  for (uint32_t i = 0; drc == 0 && rc == 0 && i < e->h.nextents; i++)
+    if (e->ext[i].seg == c->victim)
+      rc = copy_record(c->s, id, &e->ext[i], c->buf, c->idx, c->m);
+  return rc;
+}
+
 /* Copies every live record of `victim` and returns the moves. */
 static int copy_live(struct store *s, uint64_t victim, struct moves *m)
 {
-  int idx;
-  unsigned char *buf = ring_buf_get(s->ring, &idx);
-  if (buf == NULL)
+  struct copy_ctx c = {s, victim, NULL, 0, m};
+  c.buf = ring_buf_get(s->ring, &c.idx);
+  if (c.buf == NULL)
     return store__fail(s, MSD_ENOBUFS, "%s: no free I/O buffer to compact with", s->dir);
-  MDB_txn *txn;
-  MDB_cursor *cur;
-  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-  if (rc == 0 && (rc = mdb_cursor_open(txn, s->dbi_shards, &cur)) != 0)
-    mdb_txn_abort(txn);
-  if (rc != 0) {
-    ring_buf_put(s->ring, idx);
-    return MSD_ECORRUPT;
-  }
-  MDB_val k, v;
-  for (int c = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && c == 0;
-       c = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    struct shard_entry e;
-    struct store_id id;
-    if (k.mv_size != 20 || store__entry_decode(&v, &e) != 0)
-      continue;
-    store__key_id(k.mv_data, &id);
-    for (uint32_t i = 0; rc == 0 && i < e.h.nextents; i++)
-      if (e.ext[i].seg == victim)
-        rc = copy_record(s, &id, &e.ext[i], buf, idx, m);
-    msd_free(e.ext);
-  }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  ring_buf_put(s->ring, idx);
+  int rc = store__each_shard(s, copy_one, &c);
+  ring_buf_put(s->ring, c.idx);
   return rc;
 }
 

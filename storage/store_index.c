@@ -221,3 +221,32 @@ int store__seg_put(struct store *s, MDB_txn *txn, uint64_t id, const struct idx_
   MDB_val k = {sizeof id, &id}, v = {sizeof *seg, (void *)seg};
   return mdb_rc(mdb_put(txn, s->dbi_segs, &k, &v, 0));
 }
+
+int store__each_shard(struct store *s, store_entry_fn fn, void *ctx)
+{
+  MDB_txn *txn;
+  MDB_cursor *cur;
+  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+  if (rc == 0 && (rc = mdb_cursor_open(txn, s->dbi_shards, &cur)) != 0)
+    mdb_txn_abort(txn);
+  if (rc != 0)
+    return store__fail(s, MSD_ECORRUPT, "%s: cannot read the index: %s", s->dir,
+                       mdb_strerror(rc));
+  MDB_val k, v;
+  for (int c = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && c == 0;
+       c = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != 20) {
+      rc = store__fail(s, MSD_ECORRUPT, "%s: corrupt key in the shard index", s->dir);
+      break;
+    }
+    struct store_id id;
+    struct shard_entry e;
+    store__key_id(k.mv_data, &id);
+    int drc = store__entry_decode(&v, &e);
+    rc = fn(ctx, &id, &e, drc);
+    msd_free(e.ext);
+  }
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  return rc;
+}

@@ -228,6 +228,14 @@ int store__entry_get(struct store *s, MDB_txn *txn, const struct store_id *id,
 int store__entry_decode(const MDB_val *v, struct shard_entry *e);
 int store__entry_put(struct store *s, MDB_txn *txn, const struct store_id *id,
                      const struct shard_entry *e);
+/* Calls fn for every entry of the shard index (sealed and tombstones), in
+ * key order, with the entry decoded (drc is the decode result; e->ext is
+ * valid only when drc == 0 and is freed after fn returns). Stops at the
+ * first non-zero return and returns it. Pending seals are not included:
+ * checkpoint first. */
+typedef int (*store_entry_fn)(void *ctx, const struct store_id *id, const struct shard_entry *e,
+                              int drc);
+int store__each_shard(struct store *s, store_entry_fn fn, void *ctx);
 int store__seg_get(struct store *s, MDB_txn *txn, uint64_t id, struct idx_seg *out);
 int store__seg_put(struct store *s, MDB_txn *txn, uint64_t id, const struct idx_seg *seg);
 int store__meta_put(struct store *s, MDB_txn *txn);

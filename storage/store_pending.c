@@ -115,16 +115,8 @@ void store__seg_dirty(struct store *s, uint64_t id, uint64_t len)
         s->dirty[i].len = len;
       return;
     }
-  if (s->ndirty == s->ndirty_cap) {
-    size_t cap = s->ndirty_cap ? 2 * s->ndirty_cap : 8;
-    struct dirty_seg *d = msd_malloc(cap * sizeof *d);
-    if (d == NULL)
-      return; /* UNTESTED: the checkpoint then leaves `end` lower; replay covers it */
-    if (s->ndirty)
-      memcpy(d, s->dirty, s->ndirty * sizeof *d);
-    msd_free(s->dirty);
-    s->dirty = d, s->ndirty_cap = cap;
-  }
+  if (msd_grow(&s->dirty, &s->ndirty_cap, s->ndirty, sizeof *s->dirty, 8) != 0)
+    return; /* UNTESTED: the checkpoint then leaves `end` lower; replay covers it */
   s->dirty[s->ndirty++] = (struct dirty_seg){id, len};
 }
 

@@ -208,16 +208,8 @@ int store__rec_read_verified(struct store *s, const struct store_id *id,
 static int report_bad(struct store_scrub_report *rep, const struct store_id *id, int code,
                       uint64_t off)
 {
-  if ((rep->nbad & (rep->nbad - 1)) == 0) { /* grow at powers of two */
-    size_t cap = rep->nbad ? 2 * rep->nbad : 1;
-    struct store_bad_shard *b = msd_malloc(cap * sizeof *b);
-    if (b == NULL)
-      return -ENOMEM;
-    if (rep->nbad)
-      memcpy(b, rep->bad, rep->nbad * sizeof *b);
-    msd_free(rep->bad);
-    rep->bad = b;
-  }
+  if (msd_grow(&rep->bad, &rep->bad_cap, rep->nbad, sizeof *rep->bad, 8) != 0)
+    return -ENOMEM;
   rep->bad[rep->nbad++] = (struct store_bad_shard){*id, code, off};
   return 0;
 }
@@ -260,49 +252,39 @@ static int scrub_shard(struct store *s, const struct store_id *id, const struct 
   return 0;
 }
 
+struct scrub_ctx {
+  struct store *s;
+  unsigned char *buf;
+  int idx;
+  struct store_scrub_report *rep;
+  uint64_t t0, rate;
+};
+
+static int scrub_one(void *ctx, const struct store_id *id, const struct shard_entry *e, int drc)
+{
+  struct scrub_ctx *c = ctx;
+  if (drc != 0)
+    return report_bad(c->rep, id, drc, 0);
+  if (e->h.state != IDX_STATE_SEALED)
+    return 0;
+  c->rep->shards++;
+  return scrub_shard(c->s, id, e, c->buf, c->idx, c->rep, c->t0, c->rate);
+}
+
 int store_scrub(struct store *s, uint64_t rate, struct store_scrub_report *rep)
 {
   if (s == NULL || rep == NULL)
     return MSD_EPARAM;
   memset(rep, 0, sizeof *rep);
-  int cp = store__checkpoint(s);
-  if (cp != 0 && cp != MSD_EPOISONED)
-    return cp;
-  int idx;
-  unsigned char *buf = ring_buf_get(s->ring, &idx);
-  if (buf == NULL)
+  int rc = store__checkpoint(s);
+  if (rc != 0 && rc != MSD_EPOISONED)
+    return rc;
+  struct scrub_ctx c = {s, NULL, 0, rep, msd_now_ns(), rate};
+  c.buf = ring_buf_get(s->ring, &c.idx);
+  if (c.buf == NULL)
     return store__fail(s, MSD_ENOBUFS, "%s: no free I/O buffer to scrub with", s->dir);
-  MDB_txn *txn;
-  MDB_cursor *cur;
-  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-  if (rc == 0 && (rc = mdb_cursor_open(txn, s->dbi_shards, &cur)) != 0)
-    mdb_txn_abort(txn);
-  if (rc != 0) {
-    ring_buf_put(s->ring, idx);
-    return store__fail(s, MSD_ECORRUPT, "%s: cannot read the index", s->dir);
-  }
-  uint64_t t0 = msd_now_ns();
-  MDB_val k, v;
-  rc = 0;
-  for (int c = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && c == 0;
-       c = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-    struct store_id id;
-    struct shard_entry e;
-    if (k.mv_size != 20)
-      continue;
-    store__key_id(k.mv_data, &id);
-    int d = store__entry_decode(&v, &e);
-    if (d == 0 && e.h.state == IDX_STATE_SEALED) {
-      rep->shards++;
-      rc = scrub_shard(s, &id, &e, buf, idx, rep, t0, rate);
-    } else if (d != 0) {
-      rc = report_bad(rep, &id, d, 0);
-    }
-    msd_free(e.ext);
-  }
-  mdb_cursor_close(cur);
-  mdb_txn_abort(txn);
-  ring_buf_put(s->ring, idx);
+  rc = store__each_shard(s, scrub_one, &c);
+  ring_buf_put(s->ring, c.idx);
   if (rep->nbad > 0)
     msd_log(MSD_LOG_WARN, "%s: scrub found %zu bad shard(s) among %" PRIu64, s->dir, rep->nbad,
             rep->shards);
@@ -315,5 +297,5 @@ void store_scrub_free(struct store_scrub_report *rep)
     return;
   msd_free(rep->bad);
   rep->bad = NULL;
-  rep->nbad = 0;
+  rep->nbad = rep->bad_cap = 0;
 }

@@ -67,9 +67,8 @@ static int list_segments(struct store *s, MDB_txn *txn, struct recovery *r)
   DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
   if (d == NULL)
     return store__fail(s, -errno, "%s/seg: %s", s->dir, strerror(errno));
-  size_t cap = 16;
-  r->seg = msd_calloc(cap, sizeof *r->seg);
-  int rc = r->seg ? 0 : -ENOMEM;
+  size_t cap = 0;
+  int rc = 0;
   struct dirent *de;
   while (rc == 0 && (de = readdir(d)) != NULL) {
     uint64_t id;
@@ -87,16 +86,8 @@ static int list_segments(struct store *s, MDB_txn *txn, struct recovery *r)
       unlinkat(s->segdirfd, de->d_name, 0);
       continue;
     }
-    if (r->nseg == cap) {
-      struct rseg *n = msd_calloc(2 * cap, sizeof *n);
-      if (n == NULL) {
-        rc = -ENOMEM;
-        break;
-      }
-      memcpy(n, r->seg, r->nseg * sizeof *n);
-      msd_free(r->seg);
-      r->seg = n, cap *= 2;
-    }
+    if ((rc = msd_grow(&r->seg, &cap, r->nseg, sizeof *r->seg, 16)) != 0)
+      break;
     r->seg[r->nseg++] = (struct rseg){id, -1, 0, seg.end, 0, seg.end, g == 0};
   }
   closedir(d);
@@ -159,16 +150,8 @@ static int open_segment(struct store *s, struct rseg *g)
 
 static int add_seal(struct recovery *r, const struct seal *sl)
 {
-  if (r->nseal == r->seal_cap) {
-    size_t cap = r->seal_cap ? 2 * r->seal_cap : 64;
-    struct seal *n = msd_malloc(cap * sizeof *n);
-    if (n == NULL)
-      return -ENOMEM;
-    if (r->nseal)
-      memcpy(n, r->seal, r->nseal * sizeof *n);
-    msd_free(r->seal);
-    r->seal = n, r->seal_cap = cap;
-  }
+  if (msd_grow(&r->seal, &r->seal_cap, r->nseal, sizeof *r->seal, 64) != 0)
+    return -ENOMEM;
   r->seal[r->nseal++] = *sl;
   return 0;
 }

@@ -63,18 +63,34 @@ int store__seg_fd(struct store *s, uint64_t id, int *fd)
   return 0;
 }
 
+/* Opens segment `id` with O_DIRECT, and proves DIRECT_ALIGN is enough for
+ * this device by reading the (aligned) segment header through it: a device
+ * with larger logical blocks, or a filesystem without O_DIRECT (tmpfs),
+ * gets -1 and the page cache path instead of failed writes. */
+static int open_direct(struct store *s, uint64_t id, int flags)
+{
+  char name[32];
+  store__seg_name(id, name);
+  int dfd = openat(s->segdirfd, name, flags | O_DIRECT | O_CLOEXEC);
+  if (dfd < 0)
+    return -1;
+  _Alignas(DIRECT_ALIGN) unsigned char probe[DIRECT_ALIGN];
+  if (pread(dfd, probe, DIRECT_ALIGN, 0) != DIRECT_ALIGN) {
+    close(dfd);
+    return -1;
+  }
+  return dfd;
+}
+
 /* Opens the active segment a second time with O_DIRECT for full-extent
- * writes. Filesystems without O_DIRECT (tmpfs) just keep the page cache. */
+ * writes and reads. */
 void store__seg_open_direct(struct store *s)
 {
   if (s->act_dfd >= 0)
     close(s->act_dfd);
   s->act_dfd = -1;
-  if (s->act_fd < 0 || s->o.fallback_io)
-    return;
-  char name[32];
-  store__seg_name(s->act_id, name);
-  s->act_dfd = openat(s->segdirfd, name, O_RDWR | O_DIRECT | O_CLOEXEC);
+  if (s->act_fd >= 0 && !s->o.fallback_io)
+    s->act_dfd = open_direct(s, s->act_id, O_RDWR);
 }
 
 int store__seg_dfd(struct store *s, uint64_t id)
@@ -87,9 +103,7 @@ int store__seg_dfd(struct store *s, uint64_t id)
   for (unsigned i = 0; i < SEG_FD_CACHE; i++)
     if (s->fds[i].fd == fd) {
       if (s->fds[i].dfd == -1) {
-        char name[32];
-        store__seg_name(id, name);
-        s->fds[i].dfd = openat(s->segdirfd, name, O_RDONLY | O_DIRECT | O_CLOEXEC);
+        s->fds[i].dfd = open_direct(s, id, O_RDONLY);
         if (s->fds[i].dfd < 0)
           s->fds[i].dfd = -2;
       }

@@ -23,7 +23,8 @@ struct store_writer {
   uint64_t flushed;   /* shard bytes already in records */
   XXH3_state_t digest;
   struct idx_extent *ext;
-  uint32_t next, cap;
+  uint32_t next; /* extents used */
+  size_t cap;
   int failed;
   struct ring_req req;
 };
@@ -65,17 +66,8 @@ void store_write_abort(struct store_writer *w)
 
 static int add_extent(struct store_writer *w, const struct idx_extent *x)
 {
-  if (w->next == w->cap) {
-    uint32_t cap = w->cap ? 2 * w->cap : 4;
-    struct idx_extent *n = msd_malloc(cap * sizeof *n);
-    if (n == NULL)
-      return -ENOMEM;
-    if (w->next)
-      memcpy(n, w->ext, w->next * sizeof *n);
-    msd_free(w->ext);
-    w->ext = n;
-    w->cap = cap;
-  }
+  if (msd_grow(&w->ext, &w->cap, w->next, sizeof *w->ext, 4) != 0)
+    return -ENOMEM;
   w->ext[w->next++] = *x;
   return 0;
 }

@@ -43,6 +43,25 @@ static void test_aligned_alloc(void)
   msd_free(p);
 }
 
+static void test_grow_keeps_elements(void)
+{
+  int *v = NULL;
+  size_t cap = 0, n = 0;
+  for (int i = 0; i < 100; i++) {
+    CU_ASSERT_EQUAL_FATAL(msd_grow(&v, &cap, n, sizeof *v, 4), 0);
+    v[n++] = i;
+  }
+  CU_ASSERT_EQUAL(cap, 128);
+  CU_ASSERT_EQUAL(v[0], 0);
+  CU_ASSERT_EQUAL(v[99], 99);
+  msd_fault_arm(1);
+  CU_ASSERT_EQUAL(msd_grow(&v, &cap, cap, sizeof *v, 4), -ENOMEM);
+  msd_fault_arm(0);
+  CU_ASSERT_EQUAL(cap, 128); /* unchanged on failure */
+  CU_ASSERT_EQUAL(v[99], 99);
+  msd_free(v);
+}
+
 static const struct test_case err_tests[] = {
     {"codes are distinct and named", test_codes_are_distinct_and_named},
     {"errno values pass through", test_errno_values_pass_through},
@@ -50,6 +69,7 @@ static const struct test_case err_tests[] = {
 static const struct test_case alloc_tests[] = {
     {"fault countdown fails the nth allocation", test_fault_countdown_fails_nth_allocation},
     {"aligned allocation", test_aligned_alloc},
+    {"grow keeps elements and fails cleanly", test_grow_keeps_elements},
     {NULL, NULL}};
 
 int main(void)
