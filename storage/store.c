@@ -256,6 +256,10 @@ int store_usage(struct store *s, struct store_usage *out)
     return -errno;
   out->fs_free = (uint64_t)v.f_bavail * v.f_frsize;
   out->writable = out->fs_free > s->o.reserve_bytes ? out->fs_free - s->o.reserve_bytes : 0;
+  if (s->o.capacity_bytes) {
+    uint64_t left = s->o.capacity_bytes > s->seg_bytes ? s->o.capacity_bytes - s->seg_bytes : 0;
+    out->writable = left < out->writable ? left : out->writable;
+  }
   MDB_txn *txn;
   MDB_cursor *cur;
   if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)

@@ -27,6 +27,7 @@ struct store_opts {
   bool fallback_io;        /* pread/pwrite instead of io_uring */
   uint64_t segment_size;   /* default 1 GiB; at least 1 MiB */
   uint64_t reserve_bytes;  /* free space writes never eat into; default 1 GiB */
+  uint64_t capacity_bytes; /* most segment bytes this store may use; 0 = the disk */
   unsigned io_buffers;     /* registered 1 MiB buffers; default 16 */
 };
 
@@ -129,7 +130,8 @@ struct store_usage {
   uint64_t segment_bytes; /* segment files on disk */
   uint64_t segments;
   uint64_t fs_free;       /* filesystem bytes available */
-  uint64_t writable;      /* what writes may still use: fs_free - reserve */
+  uint64_t writable;      /* what writes may still use: the smaller of fs_free -
+                             reserve and capacity - segment bytes */
   uint64_t shards;
 };
 int store_usage(struct store *s, struct store_usage *out);

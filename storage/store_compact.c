@@ -233,5 +233,6 @@ int store_compact_step(struct store *s, double threshold, uint64_t *freed)
     msd_log(MSD_LOG_WARN, "%s/seg/%s: cannot remove after compaction: %s", s->dir, name,
             strerror(errno));
   *freed = seg.end;
+  s->seg_bytes = s->seg_bytes > seg.end ? s->seg_bytes - seg.end : 0;
   return 0;
 }

@@ -204,6 +204,7 @@ struct store {
   int act_fd;                 /* active segment, or -1 */
   int act_dfd;                /* the same file opened O_DIRECT, or -1 */
   uint64_t act_id, act_off;
+  uint64_t seg_bytes;         /* bytes of all segment files, for capacity_bytes */
   struct { uint64_t id; int fd, dfd; uint64_t used; } fds[SEG_FD_CACHE]; /* dfd: O_DIRECT
                                                    twin, -1 not opened, -2 unsupported */
   uint64_t fd_tick;

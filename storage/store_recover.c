@@ -335,6 +335,7 @@ static int trim(struct store *s, struct recovery *r)
       if (ftruncate(g->fd, (off_t)g->keep) != 0 || fdatasync(g->fd) != 0)
         return store__fail(s, -errno, "%s/seg/%s: truncate: %s", s->dir, name, strerror(errno));
     }
+    s->seg_bytes += g->keep;
     if (s->act_fd >= 0)
       store__fd_cache_put(s, s->act_id, s->act_fd);
     s->act_fd = g->fd, s->act_id = g->id, s->act_off = g->keep; /* the newest one last */

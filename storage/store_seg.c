@@ -134,6 +134,11 @@ int store__check_space(struct store *s, uint64_t bytes)
   if (fstatvfs(s->dirfd, &v) != 0)
     return store__fail(s, -errno, "%s: statvfs: %s", s->dir, strerror(errno));
   uint64_t avail = (uint64_t)v.f_bavail * v.f_frsize;
+  if (s->o.capacity_bytes && s->seg_bytes + bytes > s->o.capacity_bytes)
+    return store__fail(s, MSD_EDISKFULL,
+                       "%s: store full: %" PRIu64 " of its %" PRIu64 " bytes of capacity used, %"
+                       PRIu64 " more needed; delete and compact, or raise the capacity",
+                       s->dir, s->seg_bytes, s->o.capacity_bytes, bytes);
   if (avail < s->o.reserve_bytes || avail - s->o.reserve_bytes < bytes)
     return store__fail(s, MSD_EDISKFULL,
                        "%s: disk full: %" PRIu64 " bytes free, %" PRIu64
@@ -209,6 +214,7 @@ int store__seg_reserve(struct store *s, uint64_t bytes, bool direct, int *fd, ui
     s->act_fd = nfd;
     s->act_id = id;
     s->act_off = SEG_HEADER_SIZE;
+    s->seg_bytes += SEG_HEADER_SIZE;
     store__seg_open_direct(s);
   } else {
     int rc = store__check_space(s, bytes);
@@ -216,11 +222,13 @@ int store__seg_reserve(struct store *s, uint64_t bytes, bool direct, int *fd, ui
       return rc;
   }
   bool dio = direct && s->act_dfd >= 0;
+  uint64_t start_off = s->act_off; /* alignment padding counts as used */
   if (dio)
     s->act_off = align_up(s->act_off); /* SEG_HEADER_SIZE is aligned too */
   *fd = dio ? s->act_dfd : s->act_fd;
   *seg = s->act_id;
   *off = s->act_off;
+  s->seg_bytes += s->act_off + bytes - start_off;
   s->act_off += bytes;
   store__seg_dirty(s, s->act_id, s->act_off);
   if (direct_out)

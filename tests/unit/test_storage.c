@@ -325,34 +325,53 @@ static void test_compaction(void)
   test_tmpdir_remove(dir);
 }
 
-/* With the reserve set to leave only a few MiB, writes stop with a clear
- * error and what was sealed before stays readable. */
+/* A store with a 3 MiB capacity fills up with a clear error, and the shards
+ * sealed before stay readable; deleting and compacting makes room again. */
 static void test_disk_full(void)
 {
   const char *dir = test_tmpdir();
-  struct store *s = su_open(dir, NULL);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-  struct store_usage u;
-  CU_ASSERT_EQUAL_FATAL(store_usage(s, &u), 0);
-  store_close(s);
-  struct store_opts o = {.reserve_bytes = u.fs_free - (6u << 20), .segment_size = 1 << 20};
-  s = su_open(dir, &o);
+  struct store_opts o = {.capacity_bytes = 3u << 20, .segment_size = 1 << 20};
+  struct store *s = su_open(dir, &o);
   CU_ASSERT_PTR_NOT_NULL_FATAL(s);
   int sealed = 0, rc = 0;
   for (uint64_t i = 0; i < 64 && rc == 0; i++) {
     struct store_id id;
     su_id(&id, i, 0);
-    rc = su_put(s, &id, 500000, 500000);
+    rc = su_put(s, &id, 200000, 200000);
     sealed += rc == 0;
   }
   CU_ASSERT_EQUAL(rc, MSD_EDISKFULL);
-  CU_ASSERT(strstr(store_errmsg(s), "disk full") != NULL);
-  CU_ASSERT(sealed >= 2 && sealed < 64);
+  CU_ASSERT(strstr(store_errmsg(s), "store full") != NULL);
+  CU_ASSERT(sealed >= 10 && sealed < 16);
   for (uint64_t i = 0; i < (uint64_t)sealed; i++) {
     struct store_id id;
     su_id(&id, i, 0);
-    CU_ASSERT(su_check(s, &id, 500000));
+    CU_ASSERT(su_check(s, &id, 200000));
   }
+  struct store_usage u;
+  CU_ASSERT_EQUAL(store_usage(s, &u), 0);
+  CU_ASSERT(u.writable < 200000);
+  for (uint64_t i = 0; i < (uint64_t)sealed; i++) {
+    struct store_id id;
+    su_id(&id, i, 0);
+    CU_ASSERT_EQUAL(store_delete(s, &id), 0);
+  }
+  uint64_t freed;
+  for (int i = 0; i < 10; i++)
+    CU_ASSERT_EQUAL(store_compact_step(s, 0.5, &freed), 0);
+  struct store_id again;
+  su_id(&again, 1000, 0);
+  CU_ASSERT_EQUAL(su_put(s, &again, 200000, 200000), 0);
+  store_close(s);
+
+  /* The free-space reserve: asking to keep more than the disk has refuses
+   * the first write, before it touches the disk. */
+  o = (struct store_opts){.reserve_bytes = UINT64_MAX / 2};
+  s = su_open(dir, &o);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+  CU_ASSERT_EQUAL(su_put(s, &again, 2u << 20, 1u << 20), MSD_EDISKFULL);
+  CU_ASSERT(strstr(store_errmsg(s), "disk full") != NULL);
+  CU_ASSERT(su_check(s, &again, 200000));
   store_close(s);
   test_tmpdir_remove(dir);
 }
