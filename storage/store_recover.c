@@ -91,7 +91,7 @@ static int list_segments(struct store *s, MDB_txn *txn, struct recovery *r)
     r->seg[r->nseg++] = (struct rseg){id, -1, 0, seg.end, 0, seg.end, g == 0};
   }
   closedir(d);
-  if (rc == 0)
+  if (rc == 0 && r->nseg > 1)
     qsort(r->seg, r->nseg, sizeof *r->seg, cmp_seg);
   return rc;
 }
