@@ -1,0 +1,282 @@
+/* CUnit runner for chain-anchor/: the Merkle log against the published
+ * RFC 6962 test vectors (as used by Certificate Transparency) and against a
+ * naive recomputation for thousands of leaves. */
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "chain-anchor/merkle.h"
+#include "common/alloc.h"
+#include "common/err.h"
+#include "testutil.h"
+
+/* ---- the CT / RFC 6962 vectors ---- */
+
+static const char *const leaf_hex[] = {"", "00", "10", "2021", "3031", "40414243",
+                                       "5051525354555657", "606162636465666768696a6b6c6d6e6f"};
+static const char *const root_hex[] = {
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"};
+static const char *const empty_hex =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+struct vector {
+  uint64_t a, b; /* inclusion: leaf (1-based), size; consistency: size1, size2 */
+  int n;
+  const char *proof[3];
+};
+
+static const struct vector inclusion[] = {
+    {1, 8, 3, {"96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+               "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+               "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"}},
+    {6, 8, 3, {"bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+               "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+               "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"}},
+    {3, 3, 1, {"fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"}},
+    {2, 5, 3, {"6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+               "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+               "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"}},
+    {1, 1, 0, {NULL}},
+};
+
+static const struct vector consistency[] = {
+    {1, 1, 0, {NULL}},
+    {1, 8, 3, {"96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+               "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+               "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"}},
+    {6, 8, 3, {"0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+               "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+               "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"}},
+    {2, 5, 2, {"5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+               "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"}},
+    {6, 7, 3, {"0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+               "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+               "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"}},
+};
+
+static size_t unhex(const char *h, uint8_t *out)
+{
+  size_t n = strlen(h) / 2;
+  for (size_t i = 0; i < n; i++) {
+    unsigned v;
+    sscanf(h + 2 * i, "%2x", &v);
+    out[i] = (uint8_t)v;
+  }
+  return n;
+}
+
+/* Leaf hashes of the vector leaves, as a merkle_source. */
+static uint8_t vec_leaf[8][MERKLE_HASH];
+
+static int array_get(void *ctx, uint64_t i, uint8_t out[MERKLE_HASH])
+{
+  memcpy(out, ((const uint8_t(*)[MERKLE_HASH])ctx)[i], MERKLE_HASH);
+  return 0;
+}
+
+static void load_vectors(void)
+{
+  for (int i = 0; i < 8; i++) {
+    uint8_t data[16];
+    size_t n = unhex(leaf_hex[i], data);
+    merkle_leaf_hash(data, n, vec_leaf[i]);
+  }
+}
+
+static void test_roots_match_vectors(void)
+{
+  load_vectors();
+  struct merkle_compact c;
+  merkle_compact_init(&c);
+  uint8_t root[MERKLE_HASH], want[MERKLE_HASH];
+  merkle_compact_root(&c, root);
+  unhex(empty_hex, want);
+  CU_ASSERT(memcmp(root, want, MERKLE_HASH) == 0);
+  struct merkle_source src = {array_get, vec_leaf};
+  for (int i = 0; i < 8; i++) {
+    CU_ASSERT_EQUAL(merkle_compact_append(&c, vec_leaf[i]), 0);
+    merkle_compact_root(&c, root);
+    unhex(root_hex[i], want);
+    CU_ASSERT(memcmp(root, want, MERKLE_HASH) == 0);
+    CU_ASSERT_EQUAL(merkle_range_root(&src, 0, (uint64_t)i + 1, root), 0);
+    CU_ASSERT(memcmp(root, want, MERKLE_HASH) == 0);
+  }
+}
+
+/* Every single-bit change to a valid proof, and the wrong index or size,
+ * must be rejected. */
+static int inclusion_mutants_accepted(uint64_t idx, uint64_t size, const uint8_t *leaf,
+                                      uint8_t proof[][MERKLE_HASH], int n, const uint8_t *root)
+{
+  int bad = 0;
+  for (int i = 0; i < n; i++)
+    for (int bit = 0; bit < 8; bit += 3) {
+      proof[i][bit] ^= (uint8_t)(1u << bit);
+      bad += merkle_verify_inclusion(idx, size, leaf, proof, n, root);
+      proof[i][bit] ^= (uint8_t)(1u << bit);
+    }
+  bad += idx + 1 < size && merkle_verify_inclusion(idx + 1, size, leaf, proof, n, root);
+  bad += merkle_verify_inclusion(idx, size * 2, leaf, proof, n, root);
+  bad += n > 0 && merkle_verify_inclusion(idx, size, leaf, proof, n - 1, root);
+  return bad;
+}
+
+static void test_inclusion_vectors(void)
+{
+  load_vectors();
+  struct merkle_source src = {array_get, vec_leaf};
+  for (size_t t = 0; t < sizeof inclusion / sizeof inclusion[0]; t++) {
+    const struct vector *v = &inclusion[t];
+    uint8_t want[MERKLE_PROOF_MAX][MERKLE_HASH], got[MERKLE_PROOF_MAX][MERKLE_HASH], root[32];
+    for (int i = 0; i < v->n; i++)
+      unhex(v->proof[i], want[i]);
+    int n;
+    CU_ASSERT_EQUAL_FATAL(merkle_inclusion_proof(&src, v->a - 1, v->b, got, &n), 0);
+    CU_ASSERT_EQUAL(n, v->n);
+    CU_ASSERT(memcmp(got, want, (size_t)v->n * MERKLE_HASH) == 0);
+    unhex(root_hex[v->b - 1], root);
+    CU_ASSERT(merkle_verify_inclusion(v->a - 1, v->b, vec_leaf[v->a - 1], want, v->n, root));
+    CU_ASSERT_EQUAL(inclusion_mutants_accepted(v->a - 1, v->b, vec_leaf[v->a - 1], want, v->n,
+                                               root), 0);
+  }
+}
+
+static void test_consistency_vectors(void)
+{
+  load_vectors();
+  struct merkle_source src = {array_get, vec_leaf};
+  for (size_t t = 0; t < sizeof consistency / sizeof consistency[0]; t++) {
+    const struct vector *v = &consistency[t];
+    uint8_t want[MERKLE_PROOF_MAX][MERKLE_HASH], got[MERKLE_PROOF_MAX][MERKLE_HASH];
+    uint8_t r1[32], r2[32];
+    for (int i = 0; i < v->n; i++)
+      unhex(v->proof[i], want[i]);
+    int n;
+    CU_ASSERT_EQUAL_FATAL(merkle_consistency_proof(&src, v->a, v->b, got, &n), 0);
+    CU_ASSERT_EQUAL(n, v->n);
+    CU_ASSERT(memcmp(got, want, (size_t)v->n * MERKLE_HASH) == 0);
+    unhex(root_hex[v->a - 1], r1);
+    unhex(root_hex[v->b - 1], r2);
+    CU_ASSERT(merkle_verify_consistency(v->a, v->b, r1, r2, want, v->n));
+    int accepted = 0;
+    for (int i = 0; i < v->n; i++) {
+      want[i][0] ^= 16;
+      accepted += merkle_verify_consistency(v->a, v->b, r1, r2, want, v->n);
+      want[i][0] ^= 16;
+    }
+    if (v->n > 0) {
+      accepted += merkle_verify_consistency(v->a, v->b, r2, r1, want, v->n); /* swapped */
+      accepted += merkle_verify_consistency(v->a, v->b, r1, r2, want, v->n - 1);
+      accepted += merkle_verify_consistency(v->a + 1, v->b, r1, r2, want, v->n);
+    }
+    CU_ASSERT_EQUAL(accepted, 0);
+  }
+  /* The edge rules of RFC 9162. */
+  uint8_t a[32], b[32], none[1][32];
+  unhex(root_hex[0], a);
+  unhex(root_hex[1], b);
+  CU_ASSERT(merkle_verify_consistency(0, 5, a, b, none, 0));
+  CU_ASSERT(merkle_verify_consistency(3, 3, a, a, none, 0));
+  CU_ASSERT_FALSE(merkle_verify_consistency(3, 3, a, b, none, 0));
+  CU_ASSERT_FALSE(merkle_verify_consistency(2, 1, a, b, none, 0));
+  CU_ASSERT_FALSE(merkle_verify_consistency(1, 2, a, b, none, 0));
+  int n;
+  uint8_t p[MERKLE_PROOF_MAX][MERKLE_HASH];
+  struct merkle_source src2 = {array_get, vec_leaf};
+  CU_ASSERT_EQUAL(merkle_consistency_proof(&src2, 0, 5, p, &n), MSD_ERANGE);
+  CU_ASSERT_EQUAL(merkle_inclusion_proof(&src2, 5, 5, p, &n), MSD_ERANGE);
+}
+
+/* ---- randomized checks against a naive tree ---- */
+
+static void naive_leaf(uint64_t i, uint8_t out[32])
+{
+  uint8_t buf[9] = {0};
+  memcpy(buf + 1, &i, 8); /* 0x00 || 8-byte leaf data */
+  SHA256(buf, sizeof buf, out);
+}
+
+/* MTH by the RFC's recursive definition, with its own split. */
+static void naive_mth(uint64_t b, uint64_t e, uint8_t out[32])
+{
+  if (e - b == 1) {
+    naive_leaf(b, out);
+    return;
+  }
+  uint64_t k = 1;
+  while (2 * k < e - b)
+    k *= 2;
+  uint8_t buf[65];
+  buf[0] = 1;
+  naive_mth(b, b + k, buf + 1);
+  naive_mth(b + k, e, buf + 33);
+  SHA256(buf, sizeof buf, out);
+}
+
+static int naive_get(void *ctx, uint64_t i, uint8_t out[MERKLE_HASH])
+{
+  (void)ctx;
+  naive_leaf(i, out);
+  return 0;
+}
+
+static void test_random_trees_against_naive(void)
+{
+  struct test_rng r = test_rng_for(61);
+  struct merkle_source src = {naive_get, NULL};
+  struct merkle_compact c;
+  merkle_compact_init(&c);
+  int bad = 0;
+  uint8_t roots[3001][32];
+  naive_mth(0, 1, roots[1]);
+  for (uint64_t n = 1; n <= 3000; n++) {
+    uint8_t leaf[32], root[32];
+    naive_leaf(n - 1, leaf);
+    merkle_compact_append(&c, leaf);
+    merkle_compact_root(&c, root);
+    naive_mth(0, n, roots[n]);
+    bad += memcmp(root, roots[n], 32) != 0;
+  }
+  CU_ASSERT_EQUAL(bad, 0);
+  for (int t = 0; t < 1000; t++) {
+    uint64_t n = 1 + test_rng_below(&r, 3000), i = test_rng_below(&r, n);
+    uint8_t proof[MERKLE_PROOF_MAX][32], leaf[32];
+    int len;
+    naive_leaf(i, leaf);
+    CU_ASSERT_EQUAL_FATAL(merkle_inclusion_proof(&src, i, n, proof, &len), 0);
+    bad += !merkle_verify_inclusion(i, n, leaf, proof, len, roots[n]);
+    if (len > 0) {
+      proof[test_rng_below(&r, (uint64_t)len)][7] ^= 1;
+      bad += merkle_verify_inclusion(i, n, leaf, proof, len, roots[n]);
+    }
+    uint64_t m = 1 + test_rng_below(&r, n);
+    CU_ASSERT_EQUAL_FATAL(merkle_consistency_proof(&src, m, n, proof, &len), 0);
+    bad += !merkle_verify_consistency(m, n, roots[m], roots[n], proof, len);
+    if (len > 0) {
+      proof[test_rng_below(&r, (uint64_t)len)][3] ^= 2;
+      bad += merkle_verify_consistency(m, n, roots[m], roots[n], proof, len);
+    }
+  }
+  CU_ASSERT_EQUAL(bad, 0);
+}
+
+static const struct test_case merkle_tests[] = {
+    {"roots match RFC 6962 vectors", test_roots_match_vectors},
+    {"inclusion proofs match vectors", test_inclusion_vectors},
+    {"consistency proofs match vectors", test_consistency_vectors},
+    {"random trees against a naive tree", test_random_trees_against_naive},
+    {NULL, NULL}};
+
+int main(void)
+{
+  static const char *const names[] = {"merkle", NULL};
+  static const struct test_case *const suites[] = {merkle_tests};
+  return test_run("test_chain", names, suites);
+}
