@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/hmac.h>
+
+#include "chain-anchor/anchor.h"
+#include "chain-anchor/block.h"
 #include "chain-anchor/merkle.h"
 #include "common/alloc.h"
 #include "common/err.h"
@@ -267,6 +271,152 @@ static void test_random_trees_against_naive(void)
   CU_ASSERT_EQUAL(bad, 0);
 }
 
+/* ---- anchor leaves ---- */
+
+static struct anchor_leaf sample_anchor(struct test_rng *r)
+{
+  struct anchor_leaf a;
+  memset(&a, 0, sizeof a);
+  a.kind = ANCHOR_PUT;
+  test_rng_fill(r, a.object_id, sizeof a.object_id);
+  test_rng_fill(r, a.key_tag, sizeof a.key_tag);
+  a.version = 3;
+  a.size = 123456789012ull;
+  test_rng_fill(r, a.commitment, sizeof a.commitment);
+  a.k = 4, a.m = 2, a.unit = 1 << 20, a.nshards = 6;
+  for (int i = 0; i < 6; i++) {
+    a.shard[i].node_id = (uint32_t)(100 + i);
+    test_rng_fill(r, a.shard[i].digest, sizeof a.shard[i].digest);
+  }
+  return a;
+}
+
+static void test_anchor_round_trip_and_canonical(void)
+{
+  struct test_rng r = test_rng_for(71);
+  struct anchor_leaf a = sample_anchor(&r), b;
+  uint8_t buf[ANCHOR_ENCODED_MAX + 8];
+  size_t len;
+  CU_ASSERT_EQUAL_FATAL(anchor_encode(&a, buf, sizeof buf, &len), 0);
+  CU_ASSERT_EQUAL(len, 105 + 6 * 20);
+  CU_ASSERT_EQUAL(buf[0], ANCHOR_VERSION);
+  CU_ASSERT_EQUAL_FATAL(anchor_decode(buf, len, &b), 0);
+  CU_ASSERT(memcmp(&a, &b, sizeof a) == 0);
+  /* Re-encoding the decoded leaf gives the same bytes: one encoding only. */
+  uint8_t again[ANCHOR_ENCODED_MAX];
+  size_t len2;
+  CU_ASSERT_EQUAL(anchor_encode(&b, again, sizeof again, &len2), 0);
+  CU_ASSERT(len2 == len && memcmp(buf, again, len) == 0);
+  /* Every truncation and any trailing byte is refused, leaving b alone. */
+  int accepted = 0;
+  for (size_t cut = 0; cut < len; cut++)
+    accepted += anchor_decode(buf, cut, &b) == 0;
+  buf[len] = 0;
+  accepted += anchor_decode(buf, len + 1, &b) == 0;
+  CU_ASSERT_EQUAL(accepted, 0);
+  buf[0] = 2;
+  CU_ASSERT_EQUAL(anchor_decode(buf, len, &b), MSD_EVERSION);
+  buf[0] = ANCHOR_VERSION;
+  buf[1] = 9; /* unknown kind */
+  CU_ASSERT_EQUAL(anchor_decode(buf, len, &b), MSD_EDECODE);
+  buf[1] = ANCHOR_DELETE; /* a delete may not carry shards */
+  CU_ASSERT_EQUAL(anchor_decode(buf, len, &b), MSD_EDECODE);
+  CU_ASSERT_EQUAL(anchor_encode(&a, buf, len - 1, &len2), MSD_ESHORT);
+  a.nshards = 5; /* != k + m */
+  CU_ASSERT_EQUAL(anchor_encode(&a, buf, sizeof buf, &len2), MSD_EPARAM);
+  struct anchor_leaf del = {.kind = ANCHOR_DELETE};
+  CU_ASSERT_EQUAL(anchor_encode(&del, buf, sizeof buf, &len2), 0);
+  CU_ASSERT_EQUAL(len2, 105);
+  CU_ASSERT_EQUAL(anchor_decode(buf, len2, &b), 0);
+  CU_ASSERT_EQUAL(b.kind, ANCHOR_DELETE);
+}
+
+static void test_commitment_and_key_tag(void)
+{
+  uint8_t salt[32], salt2[32], file[32], c1[32], c2[32], c3[32];
+  memset(salt, 1, 32), memset(salt2, 2, 32), memset(file, 7, 32);
+  anchor_commitment(salt, file, c1);
+  anchor_commitment(salt, file, c2);
+  anchor_commitment(salt2, file, c3);
+  CU_ASSERT(memcmp(c1, c2, 32) == 0);
+  CU_ASSERT(memcmp(c1, c3, 32) != 0); /* a new salt unlinks the commitment */
+  CU_ASSERT(memcmp(c1, file, 32) != 0);
+
+  /* The key tag is HMAC-SHA256 over "bucket/key" (checked with OpenSSL's
+   * one-shot HMAC over the joined string). */
+  const uint8_t secret[] = "cluster secret";
+  uint8_t tag[32], want[32];
+  unsigned n = 32;
+  CU_ASSERT_EQUAL(anchor_key_tag(secret, sizeof secret - 1, "ct-scans", "patient/123.dcm", tag), 0);
+  HMAC(EVP_sha256(), secret, (int)sizeof secret - 1, (const uint8_t *)"ct-scans/patient/123.dcm",
+       24, want, &n);
+  CU_ASSERT(memcmp(tag, want, 32) == 0);
+  uint8_t other[32];
+  anchor_key_tag(secret, sizeof secret - 1, "ct-scans", "patient/124.dcm", other);
+  CU_ASSERT(memcmp(tag, other, 32) != 0);
+  CU_ASSERT_EQUAL(anchor_key_tag(secret, 0, "b", "k", tag), MSD_EPARAM);
+  char long_key[1100];
+  memset(long_key, 'x', sizeof long_key - 1);
+  long_key[sizeof long_key - 1] = 0;
+  CU_ASSERT_EQUAL(anchor_key_tag(secret, 4, "b", long_key, tag), MSD_EPARAM);
+}
+
+/* ---- blocks and cosignatures ---- */
+
+static void test_block_round_trip_and_hash(void)
+{
+  struct block_header h = {7, {0}, 100, 164, {0}, 3, 9001, 1790000000000ull, 2}, g;
+  memset(h.prev_hash, 0xab, 32);
+  memset(h.root, 0xcd, 32);
+  uint8_t buf[BLOCK_HEADER_BYTES + 1], h1[32], h2[32];
+  block_encode(&h, buf);
+  CU_ASSERT_EQUAL(buf[0], BLOCK_VERSION);
+  CU_ASSERT_EQUAL_FATAL(block_decode(buf, BLOCK_HEADER_BYTES, &g), 0);
+  CU_ASSERT(memcmp(&h, &g, sizeof h) == 0);
+  CU_ASSERT_EQUAL(block_decode(buf, BLOCK_HEADER_BYTES - 1, &g), MSD_EDECODE);
+  CU_ASSERT_EQUAL(block_decode(buf, BLOCK_HEADER_BYTES + 1, &g), MSD_EDECODE);
+  buf[0] = 9;
+  CU_ASSERT_EQUAL(block_decode(buf, BLOCK_HEADER_BYTES, &g), MSD_EVERSION);
+  /* Any changed field changes the hash. */
+  block_hash(&h, h1);
+  g = h;
+  g.raft_index++;
+  block_hash(&g, h2);
+  CU_ASSERT(memcmp(h1, h2, 32) != 0);
+  g = h;
+  g.prev_hash[31] ^= 1;
+  block_hash(&g, h2);
+  CU_ASSERT(memcmp(h1, h2, 32) != 0);
+  g = h;
+  g.size_after = 99; /* shrinking tree */
+  block_encode(&g, buf);
+  CU_ASSERT_EQUAL(block_decode(buf, BLOCK_HEADER_BYTES, &g), MSD_EDECODE);
+}
+
+static void test_cosignatures(void)
+{
+  uint8_t pk[32], sk[64], pk2[32], sk2[64], sig[64], hash[32];
+  CU_ASSERT_EQUAL_FATAL(block_keypair(pk, sk), 0);
+  CU_ASSERT_EQUAL_FATAL(block_keypair(pk2, sk2), 0);
+  struct block_header h = {1, {0}, 0, 10, {0}, 1, 12, 5, 1};
+  block_hash(&h, hash);
+  block_cosign(hash, sk, sig);
+  CU_ASSERT(block_cosig_valid(hash, pk, sig));
+  CU_ASSERT_FALSE(block_cosig_valid(hash, pk2, sig)); /* wrong key */
+  sig[10] ^= 1;
+  CU_ASSERT_FALSE(block_cosig_valid(hash, pk, sig)); /* forged */
+  sig[10] ^= 1;
+  hash[0] ^= 1;
+  CU_ASSERT_FALSE(block_cosig_valid(hash, pk, sig)); /* another block */
+}
+
+static const struct test_case format_tests[] = {
+    {"anchor leaf round trip, canonical form", test_anchor_round_trip_and_canonical},
+    {"content commitment and key tag", test_commitment_and_key_tag},
+    {"block header round trip and hash", test_block_round_trip_and_hash},
+    {"Ed25519 cosignatures", test_cosignatures},
+    {NULL, NULL}};
+
 static const struct test_case merkle_tests[] = {
     {"roots match RFC 6962 vectors", test_roots_match_vectors},
     {"inclusion proofs match vectors", test_inclusion_vectors},
@@ -276,7 +426,7 @@ static const struct test_case merkle_tests[] = {
 
 int main(void)
 {
-  static const char *const names[] = {"merkle", NULL};
-  static const struct test_case *const suites[] = {merkle_tests};
+  static const char *const names[] = {"merkle", "formats", NULL};
+  static const struct test_case *const suites[] = {merkle_tests, format_tests};
   return test_run("test_chain", names, suites);
 }
