@@ -9,7 +9,7 @@
 
 #define BLOCK_VERSION 1
 #define BLOCK_HASH 32
-#define BLOCK_HEADER_BYTES 145
+#define BLOCK_HEADER_BYTES 121 /* 1 + 8 + 32 + 8 + 8 + 32 + 4 x 8 */
 #define BLOCK_SIG_BYTES 64
 #define BLOCK_PUBKEY_BYTES 32
 #define BLOCK_SECKEY_BYTES 64

@@ -9,6 +9,7 @@
 
 #include "chain-anchor/anchor.h"
 #include "chain-anchor/block.h"
+#include "chain-anchor/chainfile.h"
 #include "chain-anchor/merkle.h"
 #include "common/alloc.h"
 #include "common/err.h"
@@ -375,6 +376,11 @@ static void test_block_round_trip_and_hash(void)
   CU_ASSERT(memcmp(&h, &g, sizeof h) == 0);
   CU_ASSERT_EQUAL(block_decode(buf, BLOCK_HEADER_BYTES - 1, &g), MSD_EDECODE);
   CU_ASSERT_EQUAL(block_decode(buf, BLOCK_HEADER_BYTES + 1, &g), MSD_EDECODE);
+  /* The last field ends the encoding exactly (no unwritten tail is hashed). */
+  uint8_t full[BLOCK_HEADER_BYTES];
+  memset(full, 0xee, sizeof full);
+  block_encode(&h, full);
+  CU_ASSERT_EQUAL(memcmp(full, buf, BLOCK_HEADER_BYTES), 0);
   buf[0] = 9;
   CU_ASSERT_EQUAL(block_decode(buf, BLOCK_HEADER_BYTES, &g), MSD_EVERSION);
   /* Any changed field changes the hash. */
@@ -410,6 +416,155 @@ static void test_cosignatures(void)
   CU_ASSERT_FALSE(block_cosig_valid(hash, pk, sig)); /* another block */
 }
 
+/* ---- the chain file ---- */
+
+/* Writes a chain of `blocks` blocks with 1..8 random anchors each. */
+static void build_chain(const char *path, int blocks, struct test_rng *r)
+{
+  struct chain_file *cf;
+  CU_ASSERT_EQUAL_FATAL(chain_file_open(path, 1, &cf), 0);
+  struct merkle_compact tree;
+  merkle_compact_init(&tree);
+  uint8_t prev[32] = {0};
+  for (int b = 1; b <= blocks; b++) {
+    struct block_header h = {(uint64_t)b, {0}, tree.size, 0, {0}, 2, (uint64_t)(10 * b), 1000, 1};
+    memcpy(h.prev_hash, prev, 32);
+    int n = 1 + (int)test_rng_below(r, 8);
+    for (int i = 0; i < n; i++) {
+      struct anchor_leaf a = sample_anchor(r);
+      uint8_t buf[ANCHOR_ENCODED_MAX], lh[32];
+      size_t len;
+      CU_ASSERT_EQUAL_FATAL(anchor_encode(&a, buf, sizeof buf, &len), 0);
+      CU_ASSERT_EQUAL_FATAL(chain_append_leaf(cf, buf, len), 0);
+      merkle_leaf_hash(buf, len, lh);
+      merkle_compact_append(&tree, lh);
+    }
+    h.size_after = tree.size;
+    merkle_compact_root(&tree, h.root);
+    CU_ASSERT_EQUAL_FATAL(chain_append_block(cf, &h), 0);
+    block_hash(&h, prev);
+  }
+  CU_ASSERT_EQUAL(chain_file_sync(cf), 0);
+  chain_file_close(cf);
+}
+
+static void test_chain_file_verifies(void)
+{
+  struct test_rng r = test_rng_for(81);
+  const char *dir = test_tmpdir();
+  char path[4200];
+  snprintf(path, sizeof path, "%s/chain", dir);
+  build_chain(path, 12, &r);
+  struct chain_verify_report rep;
+  int rc = chain_verify(path, &rep);
+  if (rc != 0)
+    printf("\n  chain_verify: %s at offset %llu (block %llu)\n", rep.reason,
+           (unsigned long long)rep.bad_offset, (unsigned long long)rep.bad_block);
+  CU_ASSERT_EQUAL(rc, 0);
+  CU_ASSERT_EQUAL(rep.blocks, 12);
+  CU_ASSERT(rep.leaves >= 12);
+  /* Appending after a reopen continues the same chain. */
+  struct chain_file *cf;
+  CU_ASSERT_EQUAL_FATAL(chain_file_open(path, 0, &cf), 0);
+  chain_file_close(cf);
+  CU_ASSERT_EQUAL(chain_verify(path, &rep), 0);
+  /* Not a chain file. */
+  char other[4200];
+  snprintf(other, sizeof other, "%s/other", dir);
+  FILE *f = fopen(other, "w");
+  fputs("definitely not a chain file", f);
+  fclose(f);
+  CU_ASSERT_EQUAL(chain_file_open(other, 0, &cf), MSD_ENOTSTORE);
+  CU_ASSERT_EQUAL(chain_verify(other, &rep), MSD_ECORRUPT);
+  test_tmpdir_remove(dir);
+}
+
+/* Flipping any single byte of the file makes verification fail. */
+static void test_chain_detects_any_changed_byte(void)
+{
+  struct test_rng r = test_rng_for(82);
+  const char *dir = test_tmpdir();
+  char path[4200];
+  snprintf(path, sizeof path, "%s/chain", dir);
+  build_chain(path, 4, &r);
+  struct chain_verify_report pristine;
+  CU_ASSERT_EQUAL_FATAL(chain_verify(path, &pristine), 0); /* or the flips prove nothing */
+  FILE *f = fopen(path, "r+b");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  int missed = 0;
+  for (long at = 0; at < size; at++) {
+    int c;
+    fseek(f, at, SEEK_SET);
+    c = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    fputc(c ^ 0x20, f);
+    fflush(f);
+    struct chain_verify_report rep;
+    if (chain_verify(path, &rep) == 0) {
+      if (missed++ == 0)
+        printf("\n  flipped byte %ld went unnoticed\n", at);
+    } else if (rep.bad_block < 1 || rep.bad_block > 5) {
+      missed++;
+    }
+    fseek(f, at, SEEK_SET);
+    fputc(c, f);
+    fflush(f);
+  }
+  fclose(f);
+  CU_ASSERT_EQUAL(missed, 0);
+  CU_ASSERT(size > 500);
+  test_tmpdir_remove(dir);
+}
+
+/* A forger who rewrites a leaf *and* its record checksum is still caught by
+ * the block's root, and the report names that block. */
+static void test_chain_detects_rewritten_leaf(void)
+{
+  const char *dir = test_tmpdir();
+  char path[4200];
+  snprintf(path, sizeof path, "%s/chain", dir);
+  struct chain_file *cf;
+  CU_ASSERT_EQUAL_FATAL(chain_file_open(path, 1, &cf), 0);
+  struct test_rng r = test_rng_for(83);
+  struct anchor_leaf a = sample_anchor(&r);
+  uint8_t buf[ANCHOR_ENCODED_MAX], lh[32];
+  size_t len;
+  anchor_encode(&a, buf, sizeof buf, &len);
+  struct merkle_compact t;
+  merkle_compact_init(&t);
+  merkle_leaf_hash(buf, len, lh);
+  merkle_compact_append(&t, lh);
+  struct block_header h = {1, {0}, 0, 1, {0}, 1, 1, 1, 1};
+  merkle_compact_root(&t, h.root);
+  chain_append_leaf(cf, buf, len);
+  chain_append_block(cf, &h);
+  chain_file_close(cf);
+  /* Rewrite: a different size in the leaf, with a fresh record checksum. */
+  a.size++;
+  anchor_encode(&a, buf, sizeof buf, &len);
+  struct chain_file *forged;
+  char fpath[4200];
+  snprintf(fpath, sizeof fpath, "%s/forged", dir);
+  CU_ASSERT_EQUAL_FATAL(chain_file_open(fpath, 1, &forged), 0);
+  chain_append_leaf(forged, buf, len);
+  chain_append_block(forged, &h); /* the original, honest header */
+  chain_file_close(forged);
+  struct chain_verify_report rep;
+  CU_ASSERT_EQUAL(chain_verify(path, &rep), 0);
+  CU_ASSERT_EQUAL(chain_verify(fpath, &rep), MSD_ECORRUPT);
+  CU_ASSERT_EQUAL(rep.bad_block, 1);
+  CU_ASSERT_STRING_EQUAL(rep.reason, "root does not match its leaves");
+  test_tmpdir_remove(dir);
+}
+
+static const struct test_case chainfile_tests[] = {
+    {"a well-formed chain verifies", test_chain_file_verifies},
+    {"any changed byte is detected", test_chain_detects_any_changed_byte},
+    {"a rewritten leaf is caught by its block", test_chain_detects_rewritten_leaf},
+    {NULL, NULL}};
+
 static const struct test_case format_tests[] = {
     {"anchor leaf round trip, canonical form", test_anchor_round_trip_and_canonical},
     {"content commitment and key tag", test_commitment_and_key_tag},
@@ -426,7 +581,7 @@ static const struct test_case merkle_tests[] = {
 
 int main(void)
 {
-  static const char *const names[] = {"merkle", "formats", NULL};
-  static const struct test_case *const suites[] = {merkle_tests, format_tests};
+  static const char *const names[] = {"merkle", "formats", "chain file", NULL};
+  static const struct test_case *const suites[] = {merkle_tests, format_tests, chainfile_tests};
   return test_run("test_chain", names, suites);
 }
