@@ -77,6 +77,40 @@ bool su_check(struct store *s, const struct store_id *id, size_t len)
   return ok;
 }
 
+int su_put_many(struct store *s, uint64_t from, uint64_t to, uint64_t step, size_t len,
+                size_t piece)
+{
+  int bad = 0;
+  for (uint64_t i = from; i < to; i += step) {
+    struct store_id id;
+    su_id(&id, i, 0);
+    bad += su_put(s, &id, len, piece) != 0;
+  }
+  return bad;
+}
+
+int su_check_many(struct store *s, uint64_t from, uint64_t to, uint64_t step, size_t len)
+{
+  int bad = 0;
+  for (uint64_t i = from; i < to; i += step) {
+    struct store_id id;
+    su_id(&id, i, 0);
+    bad += !su_check(s, &id, len);
+  }
+  return bad;
+}
+
+int su_delete_many(struct store *s, uint64_t from, uint64_t to, uint64_t step)
+{
+  int bad = 0;
+  for (uint64_t i = from; i < to; i += step) {
+    struct store_id id;
+    su_id(&id, i, 0);
+    bad += store_delete(s, &id) != 0;
+  }
+  return bad;
+}
+
 int su_seg_files(const char *dir)
 {
   char path[4096];

@@ -19,6 +19,13 @@ void su_content(const struct store_id *id, unsigned char *buf, size_t len);
 int su_put(struct store *s, const struct store_id *id, size_t len, size_t piece);
 /* Reads the whole shard back and compares with su_content. */
 bool su_check(struct store *s, const struct store_id *id, size_t len);
+/* Over shards numbered from, from+step, ... below to (index 0), each len
+ * bytes: how many failed to seal, failed their check, or failed to delete. */
+int su_put_many(struct store *s, uint64_t from, uint64_t to, uint64_t step, size_t len,
+                size_t piece);
+int su_check_many(struct store *s, uint64_t from, uint64_t to, uint64_t step, size_t len);
+int su_delete_many(struct store *s, uint64_t from, uint64_t to, uint64_t step);
+
 /* Number of files in dir/seg. */
 int su_seg_files(const char *dir);
 

@@ -107,11 +107,7 @@ static void test_delete_list_and_usage(void)
   const char *dir = test_tmpdir();
   struct store *s = su_open(dir, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-  for (uint64_t i = 0; i < 10; i++) {
-    struct store_id id;
-    su_id(&id, i, 0);
-    CU_ASSERT_EQUAL(su_put(s, &id, 10000, 10000), 0);
-  }
+  CU_ASSERT_EQUAL(su_put_many(s, 0, 10, 1, 10000, 10000), 0);
   struct store_id id;
   su_id(&id, 3, 0);
   CU_ASSERT_EQUAL(store_delete(s, &id), 0);
@@ -254,11 +250,7 @@ static void test_scrub_rate_limit(void)
   const char *dir = test_tmpdir();
   struct store *s = su_open(dir, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-  for (int i = 0; i < 4; i++) {
-    struct store_id id;
-    su_id(&id, (uint64_t)i, 0);
-    CU_ASSERT_EQUAL(su_put(s, &id, 1 << 20, 1 << 20), 0);
-  }
+  CU_ASSERT_EQUAL(su_put_many(s, 0, 4, 1, 1 << 20, 1 << 20), 0);
   struct store_scrub_report rep;
   struct timespec a, b;
   clock_gettime(CLOCK_MONOTONIC, &a);
@@ -282,17 +274,9 @@ static void test_compaction(void)
   struct store *s = su_open(dir, &o);
   CU_ASSERT_PTR_NOT_NULL_FATAL(s);
   enum { N = 40, LEN = 150000 };
-  for (uint64_t i = 0; i < N; i++) {
-    struct store_id id;
-    su_id(&id, i, 0);
-    CU_ASSERT_EQUAL(su_put(s, &id, LEN, 7000), 0);
-  }
-  for (uint64_t i = 0; i < N; i++)
-    if (i % 4 != 0) {
-      struct store_id id;
-      su_id(&id, i, 0);
-      CU_ASSERT_EQUAL(store_delete(s, &id), 0);
-    }
+  CU_ASSERT_EQUAL(su_put_many(s, 0, N, 1, LEN, 7000), 0);
+  for (uint64_t k = 1; k < 4; k++) /* keep every fourth shard */
+    CU_ASSERT_EQUAL(su_delete_many(s, k, N, 4), 0);
   struct store_usage before, after;
   CU_ASSERT_EQUAL(store_usage(s, &before), 0);
   int files_before = su_seg_files(dir), steps = 0, bad = 0;
@@ -300,11 +284,7 @@ static void test_compaction(void)
   do {
     CU_ASSERT_EQUAL_FATAL(store_compact_step(s, 0.5, &freed), 0);
     total += freed;
-    for (uint64_t i = 0; i < N; i += 4) {
-      struct store_id id;
-      su_id(&id, i, 0);
-      bad += !su_check(s, &id, LEN);
-    }
+    bad += su_check_many(s, 0, N, 4, LEN);
   } while (freed > 0 && ++steps < 100);
   CU_ASSERT_EQUAL(bad, 0);
   CU_ASSERT(steps >= 3);
@@ -316,11 +296,7 @@ static void test_compaction(void)
   store_close(s);
   s = su_open(dir, &o); /* and the result is durable */
   CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-  for (uint64_t i = 0; i < N; i += 4) {
-    struct store_id id;
-    su_id(&id, i, 0);
-    CU_ASSERT(su_check(s, &id, LEN));
-  }
+  CU_ASSERT_EQUAL(su_check_many(s, 0, N, 4, LEN), 0);
   store_close(s);
   test_tmpdir_remove(dir);
 }
@@ -343,19 +319,11 @@ static void test_disk_full(void)
   CU_ASSERT_EQUAL(rc, MSD_EDISKFULL);
   CU_ASSERT(strstr(store_errmsg(s), "store full") != NULL);
   CU_ASSERT(sealed >= 10 && sealed < 16);
-  for (uint64_t i = 0; i < (uint64_t)sealed; i++) {
-    struct store_id id;
-    su_id(&id, i, 0);
-    CU_ASSERT(su_check(s, &id, 200000));
-  }
+  CU_ASSERT_EQUAL(su_check_many(s, 0, (uint64_t)sealed, 1, 200000), 0);
   struct store_usage u;
   CU_ASSERT_EQUAL(store_usage(s, &u), 0);
   CU_ASSERT(u.writable < 200000);
-  for (uint64_t i = 0; i < (uint64_t)sealed; i++) {
-    struct store_id id;
-    su_id(&id, i, 0);
-    CU_ASSERT_EQUAL(store_delete(s, &id), 0);
-  }
+  CU_ASSERT_EQUAL(su_delete_many(s, 0, (uint64_t)sealed, 1), 0);
   uint64_t freed;
   for (int i = 0; i < 10; i++)
     CU_ASSERT_EQUAL(store_compact_step(s, 0.5, &freed), 0);
