@@ -14,6 +14,10 @@ int bench_ec_main(int argc, char **argv);
  *  [--json]`; argv[0] is "store". */
 int bench_store_main(int argc, char **argv);
 
+/* `medshard bench anchor --node ADDRS [--count N] [--clients C] [--batch B]
+ *  [--acks FILE] | --check FILE`; argv[0] is "anchor". */
+int bench_anchor_main(int argc, char **argv);
+
 /* Helpers shared by benchmarks (bench_util.c). */
 
 /* Parses "4096", "64K", "1M", "2G" (binary units). 0 or MSD_EPARAM. */

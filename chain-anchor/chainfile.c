@@ -18,12 +18,14 @@
 #define CF_MAGIC "MSDCHAIN"
 #define CF_VERSION 1
 #define CF_HEADER 16
-#define REC_LEAF 1
-#define REC_BLOCK 2
-#define REC_PAYLOAD_MAX 4096
+#define REC_LEAF CHAIN_REC_LEAF
+#define REC_BLOCK CHAIN_REC_BLOCK
+#define REC_PAYLOAD_MAX CHAIN_PAYLOAD_MAX
+#define REC_OVERHEAD 13 /* kind 1 + length 4 + checksum 8 */
 
 struct chain_file {
   int fd;
+  uint64_t size; /* bytes in the file; every append lands here */
 };
 
 /* The 16-byte file header: magic, version (4, big-endian), 4 zero bytes. */
@@ -63,7 +65,15 @@ int chain_file_open(const char *path, int create, struct chain_file **out)
     close(fd);
     return rc;
   }
+  off_t end = lseek(fd, 0, SEEK_END);
+  if (end < 0) { /* UNTESTED: lseek on a regular file we just opened */
+    rc = -errno;
+    close(fd);
+    msd_free(cf);
+    return rc;
+  }
   cf->fd = fd;
+  cf->size = (uint64_t)end;
   *out = cf;
   return 0;
 }
@@ -76,36 +86,58 @@ void chain_file_close(struct chain_file *cf)
   msd_free(cf);
 }
 
-static int append(struct chain_file *cf, uint8_t kind, const uint8_t *payload, size_t len)
+static void put_be(uint8_t *p, uint64_t v, int bytes)
+{
+  for (int i = 0; i < bytes; i++)
+    p[i] = (uint8_t)(v >> (8 * (bytes - 1 - i)));
+}
+
+static uint64_t get_be(const uint8_t *p, int bytes)
+{
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; i++)
+    v = v << 8 | p[i];
+  return v;
+}
+
+static int append(struct chain_file *cf, uint8_t kind, const uint8_t *payload, size_t len,
+                  uint64_t *off)
 {
   if (cf == NULL || payload == NULL || len == 0 || len > REC_PAYLOAD_MAX)
     return MSD_EPARAM;
   uint8_t rec[5 + REC_PAYLOAD_MAX + 8];
   rec[0] = kind;
-  for (int i = 0; i < 4; i++)
-    rec[1 + i] = (uint8_t)(len >> (8 * (3 - i)));
+  put_be(rec + 1, len, 4);
   memcpy(rec + 5, payload, len);
-  uint64_t sum = XXH3_64bits(rec, 5 + len);
-  for (int i = 0; i < 8; i++)
-    rec[5 + len + (size_t)i] = (uint8_t)(sum >> (8 * (7 - i)));
-  size_t total = 5 + len + 8;
-  /* One write per record: O_APPEND makes it land whole at the end. */
+  put_be(rec + 5 + len, XXH3_64bits(rec, 5 + len), 8);
+  size_t total = len + REC_OVERHEAD;
+  /* One write per record: O_APPEND makes it land whole at the end. A short
+   * write is cut back so the file still ends on a record boundary. */
   ssize_t n = write(cf->fd, rec, total);
-  return n == (ssize_t)total ? 0 : n < 0 ? -errno : -EIO;
+  if (n != (ssize_t)total) {
+    int rc = n < 0 ? -errno : -EIO;
+    if (ftruncate(cf->fd, (off_t)cf->size) != 0) /* UNTESTED: needs a failing disk */
+      rc = -errno;
+    return rc;
+  }
+  if (off != NULL)
+    *off = cf->size;
+  cf->size += total;
+  return 0;
 }
 
-int chain_append_leaf(struct chain_file *cf, const uint8_t *leaf, size_t len)
+int chain_append_leaf(struct chain_file *cf, const uint8_t *leaf, size_t len, uint64_t *off)
 {
-  return append(cf, REC_LEAF, leaf, len);
+  return append(cf, REC_LEAF, leaf, len, off);
 }
 
-int chain_append_block(struct chain_file *cf, const struct block_header *h)
+int chain_append_block(struct chain_file *cf, const struct block_header *h, uint64_t *off)
 {
   uint8_t buf[BLOCK_HEADER_BYTES];
   if (h == NULL)
     return MSD_EPARAM;
   block_encode(h, buf);
-  return append(cf, REC_BLOCK, buf, sizeof buf);
+  return append(cf, REC_BLOCK, buf, sizeof buf, off);
 }
 
 int chain_file_sync(struct chain_file *cf)
@@ -113,56 +145,163 @@ int chain_file_sync(struct chain_file *cf)
   return fdatasync(cf->fd) == 0 ? 0 : -errno;
 }
 
+uint64_t chain_file_size(const struct chain_file *cf)
+{
+  return cf->size;
+}
+
+int chain_file_truncate(struct chain_file *cf, uint64_t size)
+{
+  if (cf == NULL || size < CF_HEADER || size > cf->size)
+    return MSD_EPARAM;
+  if (ftruncate(cf->fd, (off_t)size) != 0)
+    return -errno; /* UNTESTED: needs a failing disk */
+  cf->size = size;
+  return 0;
+}
+
+int chain_read_record(const struct chain_file *cf, uint64_t off, uint8_t *kind, uint8_t *buf,
+                      size_t cap, size_t *len)
+{
+  uint8_t rec[REC_PAYLOAD_MAX + REC_OVERHEAD];
+  if (cf == NULL || off < CF_HEADER || off + REC_OVERHEAD > cf->size)
+    return MSD_EPARAM;
+  size_t want = (size_t)(cf->size - off < sizeof rec ? cf->size - off : sizeof rec);
+  ssize_t n = pread(cf->fd, rec, want, (off_t)off);
+  if (n < 0)
+    return -errno;
+  size_t plen = (size_t)get_be(rec + 1, 4);
+  if ((size_t)n < 5 || plen == 0 || plen > REC_PAYLOAD_MAX || plen + REC_OVERHEAD > (size_t)n ||
+      get_be(rec + 5 + plen, 8) != XXH3_64bits(rec, 5 + plen))
+    return MSD_ECORRUPT;
+  if (plen > cap)
+    return MSD_ESHORT;
+  *kind = rec[0];
+  memcpy(buf, rec + 5, plen);
+  *len = plen;
+  return 0;
+}
+
+int chain_file_read(const struct chain_file *cf, uint64_t off, uint8_t *buf, size_t cap,
+                    size_t *len)
+{
+  if (cf == NULL || buf == NULL || len == NULL || off > cf->size)
+    return MSD_ERANGE;
+  size_t want = cf->size - off < cap ? (size_t)(cf->size - off) : cap;
+  size_t got = 0;
+  while (got < want) {
+    ssize_t n = pread(cf->fd, buf + got, want - got, (off_t)(off + got));
+    if (n <= 0)
+      return n < 0 ? -errno : MSD_ECORRUPT; /* UNTESTED: file shrank under us */
+    got += (size_t)n;
+  }
+  *len = got;
+  return 0;
+}
+
+int chain_file_scan(const char *path,
+                    int (*fn)(void *ctx, uint8_t kind, const uint8_t *payload, size_t len,
+                              uint64_t off),
+                    void *ctx, uint64_t *stop)
+{
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return -errno;
+  uint8_t hdr[CF_HEADER], rec[REC_PAYLOAD_MAX + REC_OVERHEAD];
+  int rc = 0;
+  if (fread(hdr, 1, sizeof hdr, f) != sizeof hdr || header_check(hdr) != 0)
+    rc = MSD_ENOTSTORE;
+  uint64_t off = CF_HEADER;
+  while (rc == 0) {
+    size_t got = fread(rec, 1, 5, f);
+    if (got == 0 && feof(f))
+      break;
+    size_t len = got == 5 ? (size_t)get_be(rec + 1, 4) : 0;
+    if (got != 5 || len == 0 || len > REC_PAYLOAD_MAX || fread(rec + 5, 1, len + 8, f) != len + 8 ||
+        get_be(rec + 5 + len, 8) != XXH3_64bits(rec, 5 + len)) {
+      rc = MSD_ECORRUPT;
+      break;
+    }
+    rc = fn(ctx, rec[0], rec + 5, len, off);
+    if (rc == 0)
+      off += len + REC_OVERHEAD;
+  }
+  fclose(f);
+  if (stop != NULL)
+    *stop = rc == MSD_ENOTSTORE ? 0 : off;
+  return rc;
+}
+
+/* The verifier's state. A block may close the tree below the leaves already
+ * read (leaves committed while it was being cut), so the walk keeps the
+ * compact range at the last block plus the leaf hashes read since. */
 struct walk {
   struct chain_verify_report *rep;
-  struct merkle_compact tree;
+  struct merkle_compact base; /* the tree at the last block's size_after */
+  uint8_t (*pending)[MERKLE_HASH];
+  size_t npending, cap;
   uint8_t prev[BLOCK_HASH];
-  uint64_t last_size;
+  uint64_t off;               /* offset of the record being checked */
 };
 
-static int fail(struct walk *w, uint64_t off, const char *reason)
+static int fail(struct walk *w, const char *reason)
 {
-  w->rep->bad_offset = off;
+  w->rep->bad_offset = w->off;
   w->rep->bad_block = w->rep->blocks + 1; /* the block that covers (or is) the record */
   snprintf(w->rep->reason, sizeof w->rep->reason, "%s", reason);
   return MSD_ECORRUPT;
 }
 
-static int check_block(struct walk *w, const uint8_t *payload, size_t len, uint64_t off)
+static const char *block_mismatch(struct walk *w, const struct block_header *h,
+                                  struct merkle_compact *tree)
+{
+  uint8_t root[MERKLE_HASH];
+  if (h->height != w->rep->blocks + 1)
+    return "height out of sequence";
+  if (memcmp(h->prev_hash, w->prev, BLOCK_HASH) != 0)
+    return "previous hash does not match";
+  if (h->size_before != w->base.size)
+    return "tree size before does not match";
+  if (h->size_after < h->size_before || h->size_after - h->size_before > w->npending)
+    return "tree size after does not match";
+  for (uint64_t i = 0; i < h->size_after - h->size_before; i++)
+    merkle_compact_append(tree, w->pending[i]);
+  merkle_compact_root(tree, root);
+  return memcmp(h->root, root, MERKLE_HASH) != 0 ? "root does not match its leaves" : NULL;
+}
+
+static int check_block(struct walk *w, const uint8_t *payload, size_t len)
 {
   struct block_header h;
-  uint8_t root[MERKLE_HASH];
   if (block_decode(payload, len, &h) != 0)
-    return fail(w, off, "malformed block header");
-  merkle_compact_root(&w->tree, root);
-  const char *why = h.height != w->rep->blocks + 1           ? "height out of sequence"
-                    : memcmp(h.prev_hash, w->prev, BLOCK_HASH) ? "previous hash does not match"
-                    : h.size_before != w->last_size           ? "tree size before does not match"
-                    : h.size_after != w->tree.size            ? "tree size after does not match"
-                    : memcmp(h.root, root, MERKLE_HASH)       ? "root does not match its leaves"
-                                                              : NULL;
+    return fail(w, "malformed block header");
+  struct merkle_compact tree = w->base;
+  const char *why = block_mismatch(w, &h, &tree);
   if (why != NULL)
-    return fail(w, off, why);
+    return fail(w, why);
+  size_t used = (size_t)(h.size_after - h.size_before);
+  memmove(w->pending, w->pending + used, (w->npending - used) * MERKLE_HASH);
+  w->npending -= used;
+  w->base = tree;
   block_hash(&h, w->prev);
-  w->last_size = h.size_after;
   w->rep->blocks++;
   return 0;
 }
 
-static int check_record(struct walk *w, uint8_t kind, const uint8_t *payload, size_t len,
-                        uint64_t off)
+static int check_record(void *ctx, uint8_t kind, const uint8_t *payload, size_t len, uint64_t off)
 {
+  struct walk *w = ctx;
+  w->off = off;
   if (kind == REC_BLOCK)
-    return check_block(w, payload, len, off);
+    return check_block(w, payload, len);
   if (kind != REC_LEAF)
-    return fail(w, off, "unknown record kind");
+    return fail(w, "unknown record kind");
   struct anchor_leaf a;
   if (anchor_decode(payload, len, &a) != 0)
-    return fail(w, off, "malformed anchor leaf");
-  uint8_t lh[MERKLE_HASH];
-  merkle_leaf_hash(payload, len, lh);
-  if (merkle_compact_append(&w->tree, lh) != 0)
-    return fail(w, off, "tree full"); /* UNTESTED: 2^63 leaves */
+    return fail(w, "malformed anchor leaf");
+  if (msd_grow(&w->pending, &w->cap, w->npending, MERKLE_HASH, 1024) != 0)
+    return -ENOMEM;
+  merkle_leaf_hash(payload, len, w->pending[w->npending++]);
   w->rep->leaves++;
   return 0;
 }
@@ -173,37 +312,21 @@ int chain_verify(const char *path, struct chain_verify_report *rep)
     return MSD_EPARAM;
   memset(rep, 0, sizeof *rep);
   struct walk w = {.rep = rep};
-  merkle_compact_init(&w.tree);
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return -errno;
-  uint8_t hdr[CF_HEADER], rec[5 + REC_PAYLOAD_MAX + 8];
-  int rc = 0;
-  if (fread(hdr, 1, sizeof hdr, f) != sizeof hdr || header_check(hdr) != 0)
-    rc = fail(&w, 0, "not a version 1 chain file");
-  uint64_t off = CF_HEADER;
-  while (rc == 0) {
-    size_t got = fread(rec, 1, 5, f);
-    if (got == 0 && feof(f))
-      break;
-    size_t len = got == 5 ? (size_t)rec[1] << 24 | (size_t)rec[2] << 16 | (size_t)rec[3] << 8 | rec[4]
-                          : 0;
-    if (got != 5 || len == 0 || len > REC_PAYLOAD_MAX || fread(rec + 5, 1, len + 8, f) != len + 8) {
-      rc = fail(&w, off, "truncated or oversized record");
-      break;
-    }
-    uint64_t sum = 0;
-    for (int i = 0; i < 8; i++)
-      sum = sum << 8 | rec[5 + len + (size_t)i];
-    if (sum != XXH3_64bits(rec, 5 + len)) {
-      rc = fail(&w, off, "record checksum mismatch");
-      break;
-    }
-    rc = check_record(&w, rec[0], rec + 5, len, off);
-    off += 5 + len + 8;
+  merkle_compact_init(&w.base);
+  uint64_t stop = 0;
+  int rc = chain_file_scan(path, check_record, &w, &stop);
+  if (rc == MSD_ENOTSTORE) {
+    w.off = 0;
+    rc = fail(&w, "not a version 1 chain file");
+  } else if (rc == MSD_ECORRUPT && rep->reason[0] == '\0') {
+    w.off = stop;
+    rc = fail(&w, "truncated, oversized or checksum-failing record");
   }
-  fclose(f);
   memcpy(rep->head, w.prev, BLOCK_HASH);
-  merkle_compact_root(&w.tree, rep->root);
+  struct merkle_compact all = w.base;
+  for (size_t i = 0; i < w.npending; i++)
+    merkle_compact_append(&all, w.pending[i]);
+  merkle_compact_root(&all, rep->root);
+  msd_free(w.pending);
   return rc;
 }

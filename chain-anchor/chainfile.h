@@ -18,10 +18,40 @@ struct chain_file;
 int chain_file_open(const char *path, int create, struct chain_file **out);
 void chain_file_close(struct chain_file *cf);
 
-/* Appends records; they are durable after chain_file_sync. */
-int chain_append_leaf(struct chain_file *cf, const uint8_t *leaf, size_t len);
-int chain_append_block(struct chain_file *cf, const struct block_header *h);
+/* Appends records; they are durable after chain_file_sync. *off (may be
+ * NULL) receives the record's byte offset, for chain_read_record. */
+int chain_append_leaf(struct chain_file *cf, const uint8_t *leaf, size_t len, uint64_t *off);
+int chain_append_block(struct chain_file *cf, const struct block_header *h, uint64_t *off);
 int chain_file_sync(struct chain_file *cf);
+
+/* Bytes in the file (header included): where the next record will go. */
+uint64_t chain_file_size(const struct chain_file *cf);
+
+/* Cuts the file back to `size` bytes, a record boundary the caller recorded
+ * (the FSM rolls back records of a transaction that never committed). */
+int chain_file_truncate(struct chain_file *cf, uint64_t size);
+
+#define CHAIN_REC_LEAF 1
+#define CHAIN_REC_BLOCK 2
+#define CHAIN_PAYLOAD_MAX 4096
+
+/* Reads the record at `off` into buf (cap >= its payload): *kind and *len.
+ * MSD_ECORRUPT if its checksum fails, MSD_ESHORT if cap is too small. */
+int chain_read_record(const struct chain_file *cf, uint64_t off, uint8_t *kind, uint8_t *buf,
+                      size_t cap, size_t *len);
+
+/* Raw bytes [off, off + cap) of the file, clipped at its end (*len). */
+int chain_file_read(const struct chain_file *cf, uint64_t off, uint8_t *buf, size_t cap,
+                    size_t *len);
+
+/* Calls fn for every record of the file at path in order; stops at the
+ * first non-zero return (passed back) or bad record (MSD_ECORRUPT), or
+ * MSD_ENOTSTORE for a file that is not a chain file. *stop (may be NULL)
+ * receives the offset of the record it stopped at, or the file size. */
+int chain_file_scan(const char *path,
+                    int (*fn)(void *ctx, uint8_t kind, const uint8_t *payload, size_t len,
+                              uint64_t off),
+                    void *ctx, uint64_t *stop);
 
 struct chain_verify_report {
   uint64_t leaves, blocks;
@@ -35,7 +65,8 @@ struct chain_verify_report {
 
 /* Re-walks the file from genesis: every record's checksum, every leaf into
  * the Merkle tree, and for each block its height, previous hash, sizes and
- * root. 0 if the whole chain holds; MSD_ECORRUPT with the report's
+ * root (a block may close the tree at a size below the leaves already
+ * written before it: leaves committed while the leader cut it). 0 if the whole chain holds; MSD_ECORRUPT with the report's
  * bad_block, bad_offset and reason otherwise. */
 int chain_verify(const char *path, struct chain_verify_report *rep);
 

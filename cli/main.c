@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bench/bench.h"
+#include "cli/cli.h"
 
 #define MSD_VERSION "0.1.0"
 
@@ -16,6 +17,14 @@ static void usage(FILE *f)
              "                 erasure-coding throughput against raw ISA-L\n"
              "  bench store --dir DIR [--size BYTES] [--json]\n"
              "                 shard store writes and reads against fio\n"
+             "  node [--config FILE] [flags]\n"
+             "                 run a storage node (Raft voter or standby, chain, control plane)\n"
+             "  bucket create NAME --ec K+M [--unit BYTES]\n"
+             "                 create a bucket with its erasure policy\n"
+             "  chain head|show H|verify|proof LEAF -o FILE|keys\n"
+             "                 the side-chain: head, a block, a full re-walk, proofs, keys\n"
+             "  verify-proof FILE --keys KEYS\n"
+             "                 check a proof bundle offline against trusted keys\n"
              "  version        print the version\n"
              "  help           this text\n"
              "\n"
@@ -26,14 +35,16 @@ static int cmd_bench(int argc, char **argv)
 {
   if (argc < 2 || strcmp(argv[1], "--help") == 0) {
     fprintf(argc < 2 ? stderr : stdout, "usage: medshard bench ec|store [options]\n"
-                                        "benchmarks: ec, store\n");
+                                        "benchmarks: ec, store, anchor\n");
     return argc < 2 ? 2 : 0;
   }
   if (strcmp(argv[1], "ec") == 0)
     return bench_ec_main(argc - 1, argv + 1);
   if (strcmp(argv[1], "store") == 0)
     return bench_store_main(argc - 1, argv + 1);
-  fprintf(stderr, "medshard bench: unknown benchmark '%s' (available: ec, store)\n", argv[1]);
+  if (strcmp(argv[1], "anchor") == 0)
+    return bench_anchor_main(argc - 1, argv + 1);
+  fprintf(stderr, "medshard bench: unknown benchmark '%s' (available: ec, store, anchor)\n", argv[1]);
   return 2;
 }
 
@@ -54,6 +65,14 @@ int main(int argc, char **argv)
   }
   if (strcmp(verb, "bench") == 0)
     return cmd_bench(argc - 1, argv + 1);
+  if (strcmp(verb, "node") == 0)
+    return cmd_node(argc - 1, argv + 1);
+  if (strcmp(verb, "chain") == 0)
+    return cmd_chain(argc - 1, argv + 1);
+  if (strcmp(verb, "bucket") == 0)
+    return cmd_bucket(argc - 1, argv + 1);
+  if (strcmp(verb, "verify-proof") == 0)
+    return cmd_verify_proof(argc - 1, argv + 1);
   fprintf(stderr, "medshard: unknown command '%s'; run 'medshard help' for the list\n", verb);
   return 2;
 }

@@ -33,7 +33,17 @@
   X(MSD_ENOTSTORE, "directory is not a medshard store")                        \
   X(MSD_ELOCKED, "store is already open in another process")                   \
   X(MSD_ECORRUPT, "store metadata is corrupt")                                 \
-  X(MSD_ENOBUFS, "no free I/O buffer; retry when requests complete")
+  X(MSD_ENOBUFS, "no free I/O buffer; retry when requests complete")       \
+  X(MSD_EEXIST, "already exists")                                              \
+  X(MSD_ENOTFOUND, "not found")                                                \
+  X(MSD_ESTALE, "stale command: the state it was made for has moved on")       \
+  X(MSD_EDIVERGED,                                                             \
+    "chain diverged from this node's state: writes halted, see the alarm")     \
+  X(MSD_EBADSIG, "signature does not verify with the signer's key")           \
+  X(MSD_ENOTLEADER, "this node is not the Raft leader; retry on the leader")   \
+  X(MSD_EFRAME, "malformed frame")                                             \
+  X(MSD_ETIMEDOUT, "timed out")                                                \
+  X(MSD_EUNAVAILABLE, "cluster unavailable: no leader reachable")
 
 #define MSD_ERR_BASE (-10000)
 

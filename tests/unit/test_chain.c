@@ -435,13 +435,13 @@ static void build_chain(const char *path, int blocks, struct test_rng *r)
       uint8_t buf[ANCHOR_ENCODED_MAX], lh[32];
       size_t len;
       CU_ASSERT_EQUAL_FATAL(anchor_encode(&a, buf, sizeof buf, &len), 0);
-      CU_ASSERT_EQUAL_FATAL(chain_append_leaf(cf, buf, len), 0);
+      CU_ASSERT_EQUAL_FATAL(chain_append_leaf(cf, buf, len, NULL), 0);
       merkle_leaf_hash(buf, len, lh);
       merkle_compact_append(&tree, lh);
     }
     h.size_after = tree.size;
     merkle_compact_root(&tree, h.root);
-    CU_ASSERT_EQUAL_FATAL(chain_append_block(cf, &h), 0);
+    CU_ASSERT_EQUAL_FATAL(chain_append_block(cf, &h, NULL), 0);
     block_hash(&h, prev);
   }
   CU_ASSERT_EQUAL(chain_file_sync(cf), 0);
@@ -538,8 +538,8 @@ static void test_chain_detects_rewritten_leaf(void)
   merkle_compact_append(&t, lh);
   struct block_header h = {1, {0}, 0, 1, {0}, 1, 1, 1, 1};
   merkle_compact_root(&t, h.root);
-  chain_append_leaf(cf, buf, len);
-  chain_append_block(cf, &h);
+  chain_append_leaf(cf, buf, len, NULL);
+  chain_append_block(cf, &h, NULL);
   chain_file_close(cf);
   /* Rewrite: a different size in the leaf, with a fresh record checksum. */
   a.size++;
@@ -548,8 +548,8 @@ static void test_chain_detects_rewritten_leaf(void)
   char fpath[4200];
   snprintf(fpath, sizeof fpath, "%s/forged", dir);
   CU_ASSERT_EQUAL_FATAL(chain_file_open(fpath, 1, &forged), 0);
-  chain_append_leaf(forged, buf, len);
-  chain_append_block(forged, &h); /* the original, honest header */
+  chain_append_leaf(forged, buf, len, NULL);
+  chain_append_block(forged, &h, NULL); /* the original, honest header */
   chain_file_close(forged);
   struct chain_verify_report rep;
   CU_ASSERT_EQUAL(chain_verify(path, &rep), 0);
@@ -579,9 +579,12 @@ static const struct test_case merkle_tests[] = {
     {"random trees against a naive tree", test_random_trees_against_naive},
     {NULL, NULL}};
 
+extern const struct test_case merkletree_tests[]; /* test_merkletree.c */
+
 int main(void)
 {
-  static const char *const names[] = {"merkle", "formats", "chain file", NULL};
-  static const struct test_case *const suites[] = {merkle_tests, format_tests, chainfile_tests};
+  static const char *const names[] = {"merkle", "formats", "chain file", "merkletree", NULL};
+  static const struct test_case *const suites[] = {merkle_tests, format_tests, chainfile_tests,
+                                                   merkletree_tests};
   return test_run("test_chain", names, suites);
 }

@@ -1,0 +1,122 @@
+/* `medshard node`: runs a node daemon from a config file and/or flags
+ * (flags win). docs/node.md lists the keys. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "chain-anchor/node.h"
+#include "cli/cli.h"
+#include "common/err.h"
+
+static void node_usage(FILE *f)
+{
+  fprintf(f,
+          "usage: medshard node [--config FILE] [--id N] [--dir DIR] [--raft HOST:PORT]\n"
+          "                     [--control HOST:PORT] [--peer ID,RAFT,CONTROL ...]\n"
+          "                     [--secret HEX | --secret-file FILE] [--join HOST:PORT]\n"
+          "                     [--zone Z] [--cut-anchors N] [--cut-ms T]\n"
+          "Runs a storage node: Raft voter (if listed in --peer) or standby, the chain\n"
+          "FSM and the control plane. Stops cleanly on SIGTERM/SIGINT.\n");
+}
+
+static int read_secret_file(const char *path, struct node_config *c)
+{
+  char hex[160];
+  FILE *f = fopen(path, "r");
+  if (f == NULL || fgets(hex, sizeof hex, f) == NULL) {
+    if (f)
+      fclose(f);
+    fprintf(stderr, "medshard node: cannot read secret file %s\n", path);
+    return 2;
+  }
+  fclose(f);
+  hex[strcspn(hex, "\r\n")] = 0;
+  if (cli_hex_decode(hex, c->secret, sizeof c->secret, &c->secret_len) != 0) {
+    fprintf(stderr, "medshard node: %s must hold the cluster secret as hex\n", path);
+    return 2;
+  }
+  return 0;
+}
+
+/* Applies one flag; 0 or an exit code. */
+static int node_flag(int opt, const char *arg, struct node_config *c)
+{
+  char err[256];
+  unsigned long v;
+  switch (opt) {
+  case 'c':
+    if (node_config_load(arg, c, err, sizeof err) != 0) {
+      fprintf(stderr, "medshard node: %s\n", err);
+      return 2;
+    }
+    return 0;
+  case 'i':
+    return cli_parse_ulong(arg, 1, UINT32_MAX, &v) == 0 ? (c->node_id = (uint32_t)v, 0) : 2;
+  case 'd':
+    snprintf(c->dir, sizeof c->dir, "%s", arg);
+    return 0;
+  case 'r':
+    snprintf(c->raft_address, sizeof c->raft_address, "%s", arg);
+    return 0;
+  case 'C':
+    snprintf(c->control_address, sizeof c->control_address, "%s", arg);
+    return 0;
+  case 'j':
+    snprintf(c->join, sizeof c->join, "%s", arg);
+    return 0;
+  case 'z':
+    snprintf(c->zone, sizeof c->zone, "%s", arg);
+    return 0;
+  case 'p':
+    if (c->npeers >= NODE_PEERS_MAX || node_peer_parse(arg, &c->peers[c->npeers]) != 0) {
+      fprintf(stderr, "medshard node: --peer wants ID,RAFT_HOST:PORT,CONTROL_HOST:PORT, got '%s'\n",
+              arg);
+      return 2;
+    }
+    c->npeers++;
+    return 0;
+  case 's':
+    return cli_hex_decode(arg, c->secret, sizeof c->secret, &c->secret_len) == 0 ? 0 : 2;
+  case 'S':
+    return read_secret_file(arg, c);
+  case 'n':
+    return cli_parse_ulong(arg, 1, 1000000, &v) == 0 ? (c->cut_anchors = (unsigned)v, 0) : 2;
+  case 't':
+    return cli_parse_ulong(arg, 1, 3600000, &v) == 0 ? (c->cut_ms = (unsigned)v, 0) : 2;
+  default:
+    return 2;
+  }
+}
+
+int cmd_node(int argc, char **argv)
+{
+  static const struct option opts[] = {
+      {"config", 1, 0, 'c'}, {"id", 1, 0, 'i'},        {"dir", 1, 0, 'd'},
+      {"raft", 1, 0, 'r'},   {"control", 1, 0, 'C'},   {"peer", 1, 0, 'p'},
+      {"secret", 1, 0, 's'}, {"secret-file", 1, 0, 'S'}, {"join", 1, 0, 'j'},
+      {"zone", 1, 0, 'z'},   {"cut-anchors", 1, 0, 'n'}, {"cut-ms", 1, 0, 't'},
+      {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+  struct node_config c;
+  node_config_defaults(&c);
+  optind = 1;
+  int opt;
+  while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (opt == 'h') {
+      node_usage(stdout);
+      return 0;
+    }
+    int rc = opt == '?' ? 2 : node_flag(opt, optarg, &c);
+    if (rc != 0) {
+      if (opt != 'c' && opt != 'p' && opt != 'S' && opt != '?')
+        fprintf(stderr, "medshard node: bad value '%s'\n", optarg);
+      node_usage(stderr);
+      return rc;
+    }
+  }
+  char err[256];
+  if (node_config_check(&c, err, sizeof err) != 0) {
+    fprintf(stderr, "medshard node: %s\n", err);
+    return 2;
+  }
+  return node_run(&c);
+}
