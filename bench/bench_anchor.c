@@ -89,8 +89,7 @@ static void fake_put_init(struct fake_put *f, const struct anchor_run *r, uint64
 static void record(struct anchor_run *r, struct fake_put *puts, size_t n,
                    const Medshard__CtlResponse *resp, double ms)
 {
-  char hex[33];
-  pthread_mutex_lock(&r->mu);
+  char hex[33]; /* the caller holds r->mu */
   for (size_t i = 0; i < n; i++) {
     const Medshard__Outcome *o = i < resp->n_outcomes ? resp->outcomes[i] : NULL;
     if (o == NULL || o->code != 0 || o->anchor == NULL) {
@@ -108,7 +107,6 @@ static void record(struct anchor_run *r, struct fake_put *puts, size_t n,
   }
   if (msd_grow(&r->lat_ms, &r->lat_cap, r->nlat, sizeof *r->lat_ms, 1024) == 0)
     r->lat_ms[r->nlat++] = ms;
-  pthread_mutex_unlock(&r->mu);
 }
 
 static void *client_main(void *arg)
@@ -134,16 +132,18 @@ static void *client_main(void *arg)
     /* A long deadline: leader changes stall submissions for seconds, and
      * the same request ids make every retry safe. */
     int rc = ctl_submit(r->nodes, cmds, n, 60000, &resp, NULL, 0);
+    /* Moving n from "taken" to done/failed in one step keeps other
+     * threads from handing out the same anchors twice. */
     pthread_mutex_lock(&r->mu);
     seq -= n;
     if (rc != 0 || resp->code != 0) {
       r->failed += n;
       fprintf(stderr, "bench anchor: submit failed: %s\n",
               rc != 0 ? msd_strerror(rc) : resp->message);
+    } else {
+      record(r, puts, n, resp, (bench_now() - t0) * 1e3);
     }
     pthread_mutex_unlock(&r->mu);
-    if (rc == 0 && resp->code == 0)
-      record(r, puts, n, resp, (bench_now() - t0) * 1e3);
     if (resp != NULL)
       medshard__ctl_response__free_unpacked(resp, NULL);
   }
