@@ -178,26 +178,41 @@ static int stage(struct chain_fsm *f, const uint8_t *buf, uint64_t applied, size
   return rc;
 }
 
+static int sync_dir(const char *dir)
+{
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0)
+    return -errno;
+  int rc = fsync(dfd) == 0 ? 0 : -errno;
+  close(dfd);
+  return rc;
+}
+
 /* Swaps the staged files in; the state is closed meanwhile. */
 static int swap_in(struct chain_fsm *f)
 {
-  char from[PATH_MAX], to[PATH_MAX];
+  char from[PATH_MAX], to[PATH_MAX], mdir[PATH_MAX];
   fsm__close_state(f);
+  /* The chain goes first, durably: a crash before the LMDB rename leaves
+   * the old meta over the new chain, whose first meta.chain_bytes are the
+   * old chain (the snapshot extends this node's state), so the next open
+   * simply cuts it back. The other order would leave a new meta over a
+   * shorter chain, which open must refuse. */
+  snprintf(from, sizeof from, "%s/chain.restore", f->dir);
+  int rc = rename(from, f->chain_path) == 0 ? 0 : -errno;
+  if (rc == 0)
+    rc = sync_dir(f->dir);
   snprintf(to, sizeof to, "%s/meta/lock.mdb", f->dir);
   unlink(to);
   snprintf(from, sizeof from, "%s/meta.restore/data.mdb", f->dir);
   snprintf(to, sizeof to, "%s/meta/data.mdb", f->dir);
-  int rc = rename(from, to) == 0 ? 0 : -errno;
-  snprintf(from, sizeof from, "%s/chain.restore", f->dir);
   if (rc == 0)
-    rc = rename(from, f->chain_path) == 0 ? 0 : -errno;
+    rc = rename(from, to) == 0 ? 0 : -errno;
+  snprintf(mdir, sizeof mdir, "%s/meta", f->dir);
+  if (rc == 0)
+    rc = sync_dir(mdir);
   snprintf(to, sizeof to, "%s/tree", f->dir);
   unlink(to); /* rebuilt from the chain's leaves on open */
-  int dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
   if (rc == 0)
     rc = fsm__open_state(f);
   return rc;

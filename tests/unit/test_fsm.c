@@ -1,450 +1,19 @@
-/* CUnit runner for the chain FSM (chain-anchor/fsm.h), the offline proof
- * verifier (proof.h) and the libraft binding (raftfsm.h): first hand-built
- * command batches applied at increasing Raft indexes, then seeded random
- * runs of a raft_fixture cluster (leader kills, partitions, disk faults,
- * snapshots, client retries) that must end with identical state everywhere. */
-#include <fcntl.h>
+/* CUnit runner for the chain FSM (chain-anchor/fsm.h) and the offline proof
+ * verifier (proof.h): hand-built command batches applied at increasing Raft
+ * indexes, each checked against what the state must then hold. The libraft
+ * suites (test_fsm_raft.c) run from here too. */
 #include <inttypes.h>
-#include <raft.h>
-#include <raft/fixture.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include "chain-anchor/anchor.h"
-#include "chain-anchor/block.h"
 #include "chain-anchor/chainfile.h"
-#include "chain-anchor/fsm.h"
 #include "chain-anchor/merkle.h"
 #include "chain-anchor/proof.h"
-#include "chain-anchor/raftfsm.h"
 #include "common/alloc.h"
 #include "common/err.h"
 #include "common/log.h"
-#include "proto/medshard.pb-c.h"
-#include "testutil.h"
-
-#define K 2
-#define M 1
-#define NSHARDS (K + M)
-#define NO_OUTCOME 1 /* outcome_code(): no outcome recorded */
-
-static const uint8_t secret[] = "medshard test cluster secret";
-
-/* ---- command builders: one struct holds a command and everything it
- * points at (so it must not be copied once built) ---- */
-
-struct cmd {
-  Medshard__Command c;
-  uint8_t rid[16];
-  Medshard__ErasurePolicy pol;
-  Medshard__Bucket bucket;
-  Medshard__CreateBucket cb;
-  Medshard__ShardLocation loc[NSHARDS], *locp[NSHARDS];
-  Medshard__ShardMap sm;
-  Medshard__Manifest man;
-  Medshard__PutObject put;
-  uint8_t oid[16], sha[32], salt[32], dig[NSHARDS][16];
-  char bname[64], key[1100];
-  Medshard__DeleteObject del;
-  Medshard__UpdateShards upd;
-  Medshard__NodeInfo ni;
-  Medshard__NodeJoin join;
-  uint8_t pk[BLOCK_PUBKEY_BYTES];
-  Medshard__CutBlock cut;
-  uint8_t prev[BLOCK_HASH], root[MERKLE_HASH];
-  Medshard__Cosign cos;
-  uint8_t sig[BLOCK_SIG_BYTES];
-};
-
-static void cmd_init(struct cmd *c, const uint8_t *rid)
-{
-  memset(c, 0, sizeof *c);
-  medshard__command__init(&c->c);
-  if (rid != NULL) {
-    memcpy(c->rid, rid, 16);
-    c->c.request_id = (ProtobufCBinaryData){16, c->rid};
-  }
-}
-
-static Medshard__Command *cmd_bucket(struct cmd *c, const uint8_t *rid, const char *name,
-                                     uint32_t k, uint32_t m)
-{
-  cmd_init(c, rid);
-  medshard__erasure_policy__init(&c->pol);
-  c->pol = (Medshard__ErasurePolicy){c->pol.base, 1, k, m, 4096};
-  medshard__bucket__init(&c->bucket);
-  snprintf(c->bname, sizeof c->bname, "%s", name);
-  c->bucket.format_version = 1;
-  c->bucket.name = c->bname;
-  c->bucket.owner = (char *)"radiology";
-  c->bucket.policy = &c->pol;
-  medshard__create_bucket__init(&c->cb);
-  c->cb.bucket = &c->bucket;
-  c->c.body_case = MEDSHARD__COMMAND__BODY_CREATE_BUCKET;
-  c->c.create_bucket = &c->cb;
-  return &c->c;
-}
-
-/* A valid 2+1 PutObject with random id, content hash, salt and digests. */
-static Medshard__Command *cmd_put(struct cmd *c, const uint8_t *rid, struct test_rng *r,
-                                  const char *bucket, const char *key, const uint32_t nodes[NSHARDS])
-{
-  cmd_init(c, rid);
-  test_rng_fill(r, c->oid, sizeof c->oid);
-  test_rng_fill(r, c->sha, sizeof c->sha);
-  test_rng_fill(r, c->salt, sizeof c->salt);
-  test_rng_fill(r, &c->dig[0][0], sizeof c->dig);
-  medshard__erasure_policy__init(&c->pol);
-  c->pol.format_version = 1;
-  c->pol.k = K;
-  c->pol.m = M;
-  c->pol.unit = 4096;
-  for (unsigned i = 0; i < NSHARDS; i++) {
-    medshard__shard_location__init(&c->loc[i]);
-    c->loc[i].index = i;
-    c->loc[i].node_id = nodes[i];
-    c->loc[i].digest = (ProtobufCBinaryData){16, c->dig[i]};
-    c->locp[i] = &c->loc[i];
-  }
-  medshard__shard_map__init(&c->sm);
-  c->sm.format_version = 1;
-  c->sm.policy = &c->pol;
-  c->sm.size = 10000;
-  c->sm.n_shards = NSHARDS;
-  c->sm.shards = c->locp;
-  snprintf(c->bname, sizeof c->bname, "%s", bucket);
-  snprintf(c->key, sizeof c->key, "%s", key);
-  medshard__manifest__init(&c->man);
-  c->man.format_version = 1;
-  c->man.object_id = (ProtobufCBinaryData){16, c->oid};
-  c->man.bucket = c->bname;
-  c->man.key = c->key;
-  c->man.size = 10000;
-  c->man.sha256 = (ProtobufCBinaryData){32, c->sha};
-  c->man.salt = (ProtobufCBinaryData){32, c->salt};
-  c->man.content_type = (char *)"application/dicom";
-  c->man.shard_map = &c->sm;
-  medshard__put_object__init(&c->put);
-  c->put.manifest = &c->man;
-  c->c.body_case = MEDSHARD__COMMAND__BODY_PUT_OBJECT;
-  c->c.put_object = &c->put;
-  return &c->c;
-}
-
-static Medshard__Command *cmd_delete(struct cmd *c, const uint8_t *rid, const char *bucket,
-                                     const char *key)
-{
-  cmd_init(c, rid);
-  snprintf(c->bname, sizeof c->bname, "%s", bucket);
-  snprintf(c->key, sizeof c->key, "%s", key);
-  medshard__delete_object__init(&c->del);
-  c->del.bucket = c->bname;
-  c->del.key = c->key;
-  c->c.body_case = MEDSHARD__COMMAND__BODY_DELETE_OBJECT;
-  c->c.delete_object = &c->del;
-  return &c->c;
-}
-
-/* Moves shard `index` of object `oid` to `node`, claiming digest `dig`. */
-static Medshard__Command *cmd_move(struct cmd *c, const uint8_t *rid, const uint8_t oid[16],
-                                   uint32_t index, uint32_t node, const uint8_t dig[16])
-{
-  cmd_init(c, rid);
-  memcpy(c->oid, oid, 16);
-  memcpy(c->dig[0], dig, 16);
-  medshard__shard_location__init(&c->loc[0]);
-  c->loc[0].index = index;
-  c->loc[0].node_id = node;
-  c->loc[0].digest = (ProtobufCBinaryData){16, c->dig[0]};
-  c->locp[0] = &c->loc[0];
-  medshard__update_shards__init(&c->upd);
-  c->upd.object_id = (ProtobufCBinaryData){16, c->oid};
-  c->upd.n_shards = 1;
-  c->upd.shards = c->locp;
-  c->c.body_case = MEDSHARD__COMMAND__BODY_UPDATE_SHARDS;
-  c->c.update_shards = &c->upd;
-  return &c->c;
-}
-
-static Medshard__Command *cmd_join(struct cmd *c, const uint8_t *rid, uint32_t id,
-                                   const uint8_t pk[BLOCK_PUBKEY_BYTES], bool voter)
-{
-  cmd_init(c, rid);
-  memcpy(c->pk, pk, sizeof c->pk);
-  medshard__node_info__init(&c->ni);
-  c->ni.format_version = 1;
-  c->ni.node_id = id;
-  c->ni.public_key = (ProtobufCBinaryData){BLOCK_PUBKEY_BYTES, c->pk};
-  c->ni.raft_address = (char *)"127.0.0.1:7000";
-  c->ni.zone = (char *)"a";
-  c->ni.weight = 1;
-  c->ni.role = voter ? MEDSHARD__NODE_ROLE__NODE_ROLE_VOTER : MEDSHARD__NODE_ROLE__NODE_ROLE_STANDBY;
-  medshard__node_join__init(&c->join);
-  c->join.node = &c->ni;
-  c->c.body_case = MEDSHARD__COMMAND__BODY_NODE_JOIN;
-  c->c.node_join = &c->join;
-  return &c->c;
-}
-
-static Medshard__Command *cmd_cut(struct cmd *c, const uint8_t *rid, const struct block_header *h,
-                                  uint64_t term, uint64_t now)
-{
-  cmd_init(c, rid);
-  memcpy(c->prev, h->prev_hash, BLOCK_HASH);
-  memcpy(c->root, h->root, MERKLE_HASH);
-  medshard__cut_block__init(&c->cut);
-  c->cut.height = h->height;
-  c->cut.prev_hash = (ProtobufCBinaryData){BLOCK_HASH, c->prev};
-  c->cut.size_before = h->size_before;
-  c->cut.size_after = h->size_after;
-  c->cut.root = (ProtobufCBinaryData){MERKLE_HASH, c->root};
-  c->cut.raft_term = term;
-  c->cut.timestamp_ms = now;
-  c->cut.epoch = h->epoch;
-  c->c.body_case = MEDSHARD__COMMAND__BODY_CUT_BLOCK;
-  c->c.cut_block = &c->cut;
-  return &c->c;
-}
-
-static Medshard__Command *cmd_cosign(struct cmd *c, const uint8_t *rid, uint64_t height,
-                                     uint32_t node, const uint8_t sig[BLOCK_SIG_BYTES])
-{
-  cmd_init(c, rid);
-  memcpy(c->sig, sig, sizeof c->sig);
-  medshard__cosign__init(&c->cos);
-  c->cos.height = height;
-  c->cos.node_id = node;
-  c->cos.signature = (ProtobufCBinaryData){BLOCK_SIG_BYTES, c->sig};
-  c->c.body_case = MEDSHARD__COMMAND__BODY_COSIGN;
-  c->c.cosign = &c->cos;
-  return &c->c;
-}
-
-/* An encoded CommandBatch in malloc (raft == false) or raft_malloc memory. */
-static uint8_t *pack_batch(Medshard__Command **cs, size_t n, uint64_t ts, size_t *len, bool raft)
-{
-  Medshard__CommandBatch b = MEDSHARD__COMMAND_BATCH__INIT;
-  b.format_version = 1;
-  b.timestamp_ms = ts;
-  b.n_commands = n;
-  b.commands = cs;
-  *len = medshard__command_batch__get_packed_size(&b);
-  uint8_t *buf = raft ? raft_malloc(*len + 1) : malloc(*len + 1);
-  if (buf != NULL)
-    medshard__command_batch__pack(&b, buf);
-  return buf;
-}
-
-/* ---- reading the state back ---- */
-
-static Medshard__Outcome *outcome_of(struct chain_fsm *f, const uint8_t rid[16])
-{
-  uint8_t *buf;
-  size_t len;
-  if (chain_fsm_outcome(f, rid, 16, &buf, &len) != 0)
-    return NULL;
-  Medshard__Outcome *o = medshard__outcome__unpack(NULL, len, buf);
-  msd_free(buf);
-  return o;
-}
-
-static int outcome_code(struct chain_fsm *f, const uint8_t rid[16])
-{
-  Medshard__Outcome *o = outcome_of(f, rid);
-  int code = o == NULL ? NO_OUTCOME : o->code;
-  medshard__outcome__free_unpacked(o, NULL);
-  return code;
-}
-
-static Medshard__Manifest *manifest_of(struct chain_fsm *f, const char *bucket, const char *key)
-{
-  uint8_t *buf;
-  size_t len;
-  if (chain_fsm_manifest(f, bucket, key, &buf, &len) != 0)
-    return NULL;
-  Medshard__Manifest *m = medshard__manifest__unpack(NULL, len, buf);
-  msd_free(buf);
-  return m;
-}
-
-static Medshard__Manifest *manifest_by_id(struct chain_fsm *f, const uint8_t id[16])
-{
-  uint8_t *buf;
-  size_t len;
-  if (chain_fsm_manifest_by_id(f, id, &buf, &len) != 0)
-    return NULL;
-  Medshard__Manifest *m = medshard__manifest__unpack(NULL, len, buf);
-  msd_free(buf);
-  return m;
-}
-
-static Medshard__BlockRecord *block_of(struct chain_fsm *f, uint64_t height)
-{
-  uint8_t *buf;
-  size_t len;
-  if (chain_fsm_block(f, height, &buf, &len) != 0)
-    return NULL;
-  Medshard__BlockRecord *r = medshard__block_record__unpack(NULL, len, buf);
-  msd_free(buf);
-  return r;
-}
-
-/* What the chain file holds, walked record by record. */
-struct scan {
-  uint64_t leaves, blocks, kind[4], bad;
-  struct anchor_leaf last;
-};
-
-static int scan_record(void *ctx, uint8_t kind, const uint8_t *p, size_t len, uint64_t off)
-{
-  (void)off;
-  struct scan *s = ctx;
-  if (kind == CHAIN_REC_BLOCK) {
-    s->blocks++;
-  } else if (anchor_decode(p, len, &s->last) == 0 && s->last.kind >= 1 && s->last.kind <= 3) {
-    s->leaves++;
-    s->kind[s->last.kind]++;
-  } else {
-    s->bad++;
-  }
-  return 0;
-}
-
-static void scan_chain(struct chain_fsm *f, struct scan *s)
-{
-  memset(s, 0, sizeof *s);
-  CU_ASSERT_EQUAL(chain_file_scan(chain_fsm_chain_path(f), scan_record, s, NULL), 0);
-  CU_ASSERT_EQUAL(s->bad, 0);
-}
-
-static void digest_of(struct chain_fsm *f, uint8_t out[32])
-{
-  memset(out, 0, 32);
-  CU_ASSERT_EQUAL(chain_fsm_digest(f, out), 0);
-}
-
-static bool same_head(const struct chain_head *a, const struct chain_head *b)
-{
-  return a->applied == b->applied && a->leaves == b->leaves && a->height == b->height &&
-         a->last_size == b->last_size && a->sealed == b->sealed && a->epoch == b->epoch &&
-         a->voters == b->voters && memcmp(a->head, b->head, BLOCK_HASH) == 0 &&
-         memcmp(a->root, b->root, MERKLE_HASH) == 0 && strcmp(a->alarm, b->alarm) == 0;
-}
-
-static int fsm_open_dir(const char *dir, struct chain_fsm **f)
-{
-  struct chain_fsm_config cfg = {.dir = dir, .secret = secret, .secret_len = sizeof secret - 1,
-                                 .map_bytes = 64u << 20};
-  return chain_fsm_open(&cfg, f);
-}
-
-/* ---- suite (a): one FSM driven directly ---- */
-
-struct env {
-  char dir[4096];
-  struct chain_fsm *f;
-  uint64_t index, now;
-  uint8_t pk[3][BLOCK_PUBKEY_BYTES], sk[3][BLOCK_SECKEY_BYTES];
-  uint32_t nodes[NSHARDS];
-  struct test_rng rng;
-};
-
-static int env_apply(struct env *e, Medshard__Command **cs, size_t n)
-{
-  size_t len;
-  uint8_t *buf = pack_batch(cs, n, e->now += 7, &len, false);
-  int rc = chain_fsm_apply(e->f, ++e->index, buf, len);
-  free(buf);
-  return rc;
-}
-
-static void env_apply1(struct env *e, Medshard__Command *c)
-{
-  CU_ASSERT_EQUAL_FATAL(env_apply(e, &c, 1), 0);
-}
-
-static void new_rid(struct env *e, uint8_t rid[16])
-{
-  test_rng_fill(&e->rng, rid, 16);
-}
-
-/* A fresh FSM; with `cluster`, three voters joined and bucket "scans"
- * (2+1) created. */
-static void env_setup(struct env *e, uint64_t salt, bool cluster)
-{
-  memset(e, 0, sizeof *e);
-  snprintf(e->dir, sizeof e->dir, "%s", test_tmpdir());
-  e->rng = test_rng_for(salt);
-  e->now = 1700000000000ull;
-  CU_ASSERT_EQUAL_FATAL(fsm_open_dir(e->dir, &e->f), 0);
-  for (unsigned i = 0; i < 3; i++) {
-    CU_ASSERT_EQUAL_FATAL(block_keypair(e->pk[i], e->sk[i]), 0);
-    e->nodes[i] = i + 1;
-  }
-  if (!cluster)
-    return;
-  struct cmd c[4];
-  Medshard__Command *cs[4];
-  uint8_t rid[4][16];
-  for (unsigned i = 0; i < 4; i++)
-    new_rid(e, rid[i]);
-  for (unsigned i = 0; i < 3; i++)
-    cs[i] = cmd_join(&c[i], rid[i], i + 1, e->pk[i], true);
-  cs[3] = cmd_bucket(&c[3], rid[3], "scans", K, M);
-  CU_ASSERT_EQUAL_FATAL(env_apply(e, cs, 4), 0);
-  for (unsigned i = 0; i < 4; i++)
-    CU_ASSERT_EQUAL_FATAL(outcome_code(e->f, rid[i]), 0);
-}
-
-static void env_close(struct env *e)
-{
-  chain_fsm_close(e->f);
-  e->f = NULL;
-  test_tmpdir_remove(e->dir);
-}
-
-/* Puts bucket/key; returns the outcome code and fills oid. */
-static int env_put(struct env *e, const char *key, uint8_t oid[16])
-{
-  struct cmd *c = malloc(sizeof *c);
-  uint8_t rid[16];
-  new_rid(e, rid);
-  env_apply1(e, cmd_put(c, rid, &e->rng, "scans", key, e->nodes));
-  if (oid != NULL)
-    memcpy(oid, c->oid, 16);
-  free(c);
-  return outcome_code(e->f, rid);
-}
-
-/* Cuts the next block from the FSM's own view; returns the outcome code. */
-static int env_cut(struct env *e)
-{
-  struct block_header h;
-  struct cmd c;
-  uint8_t rid[16];
-  if (chain_fsm_next_block(e->f, &h) != 0)
-    return MSD_ESTATE;
-  new_rid(e, rid);
-  env_apply1(e, cmd_cut(&c, rid, &h, 3, e->now));
-  return outcome_code(e->f, rid);
-}
-
-/* Node `who` (0-based) cosigns block `height` with its real key. */
-static int env_cosign(struct env *e, unsigned who, uint64_t height)
-{
-  Medshard__BlockRecord *r = block_of(e->f, height);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(r);
-  uint8_t sig[BLOCK_SIG_BYTES], rid[16];
-  block_cosign(r->hash.data, e->sk[who], sig);
-  medshard__block_record__free_unpacked(r, NULL);
-  struct cmd c;
-  new_rid(e, rid);
-  env_apply1(e, cmd_cosign(&c, rid, height, who + 1, sig));
-  return outcome_code(e->f, rid);
-}
+#include "fsm_util.h"
 
 static void test_bucket_create_and_duplicate(void)
 {
@@ -535,6 +104,27 @@ static void test_node_join(void)
   chain_fsm_head(e.f, &h1);
   CU_ASSERT_EQUAL(h1.voters, 1); /* a standby is no voter */
   CU_ASSERT_EQUAL(h1.epoch, 2);
+  /* NodeState: the status changes and the epoch moves; unknown nodes and
+   * statuses are refused. */
+  new_rid(&e, rid);
+  env_apply1(&e, cmd_state(&c, rid, 2, MEDSHARD__NODE_STATUS__NODE_STATUS_DRAINING));
+  CU_ASSERT_EQUAL(outcome_code(e.f, rid), 0);
+  chain_fsm_head(e.f, &h1);
+  CU_ASSERT_EQUAL(h1.epoch, 3);
+  CU_ASSERT_EQUAL_FATAL(chain_fsm_node(e.f, 2, &buf, &len), 0);
+  ni = medshard__node_info__unpack(NULL, len, buf);
+  msd_free(buf);
+  CU_ASSERT_FATAL(ni != NULL);
+  CU_ASSERT_EQUAL(ni->status, MEDSHARD__NODE_STATUS__NODE_STATUS_DRAINING);
+  medshard__node_info__free_unpacked(ni, NULL);
+  new_rid(&e, rid);
+  env_apply1(&e, cmd_state(&c, rid, 5, MEDSHARD__NODE_STATUS__NODE_STATUS_DOWN));
+  CU_ASSERT_EQUAL(outcome_code(e.f, rid), MSD_ENOTFOUND);
+  new_rid(&e, rid);
+  env_apply1(&e, cmd_state(&c, rid, 2, (Medshard__NodeStatus)9));
+  CU_ASSERT_EQUAL(outcome_code(e.f, rid), MSD_EPARAM);
+  chain_fsm_head(e.f, &h1);
+  CU_ASSERT_EQUAL(h1.epoch, 3);
   CU_ASSERT_EQUAL_FATAL(chain_fsm_nodes(e.f, &buf, &len), 0);
   CU_ASSERT(len > 8);
   uint32_t first = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
@@ -812,8 +402,8 @@ static void test_update_shards(void)
   env_close(&e);
 }
 
-/* Blocks, cosignatures, seals and what each node still has to sign. */
-static void test_blocks_and_cosign(void)
+/* Cutting blocks: the header the FSM records, stale cuts. */
+static void test_cut_blocks(void)
 {
   struct env e;
   env_setup(&e, 7, true);
@@ -870,6 +460,23 @@ static void test_blocks_and_cosign(void)
   CU_ASSERT_EQUAL(chain_fsm_unsigned(e.f, 2, heights, hashes, 8), 1);
   CU_ASSERT_EQUAL(heights[0], 1);
   CU_ASSERT_EQUAL(memcmp(hashes[0], hash, BLOCK_HASH), 0);
+  env_close(&e);
+}
+
+/* Cosignatures: who may sign, seals, and what each node still has to sign. */
+static void test_cosign_and_seal(void)
+{
+  struct env e;
+  env_setup(&e, 17, true);
+  struct chain_head h;
+  uint64_t heights[8];
+  uint8_t hashes[8][BLOCK_HASH], hash[BLOCK_HASH];
+  struct cmd c;
+  uint8_t rid[16];
+  CU_ASSERT_EQUAL(env_put(&e, "b/1", NULL), 0);
+  CU_ASSERT_EQUAL(env_cut(&e), 0);
+  chain_fsm_head(e.f, &h);
+  memcpy(hash, h.head, BLOCK_HASH);
   CU_ASSERT_EQUAL(env_cosign(&e, 0, 1), 0);
   CU_ASSERT_EQUAL(chain_fsm_unsigned(e.f, 1, heights, hashes, 8), 0);
   CU_ASSERT_EQUAL(chain_fsm_unsigned(e.f, 2, heights, hashes, 8), 1);
@@ -891,7 +498,7 @@ static void test_blocks_and_cosign(void)
   CU_ASSERT_EQUAL(env_cosign(&e, 1, 1), 0);
   chain_fsm_head(e.f, &h);
   CU_ASSERT_EQUAL(h.sealed, 1);
-  r = block_of(e.f, 1);
+  Medshard__BlockRecord *r = block_of(e.f, 1);
   CU_ASSERT_FATAL(r != NULL);
   CU_ASSERT(r->sealed);
   CU_ASSERT_EQUAL(r->n_cosigs, 2);
@@ -922,7 +529,7 @@ static void test_blocks_and_cosign(void)
   struct chain_verify_report rep;
   CU_ASSERT_EQUAL(chain_verify(chain_fsm_chain_path(e.f), &rep), 0);
   CU_ASSERT_EQUAL(rep.blocks, 3);
-  CU_ASSERT_EQUAL(rep.leaves, 4);
+  CU_ASSERT_EQUAL(rep.leaves, 3);
   CU_ASSERT_EQUAL(memcmp(rep.head, h.head, BLOCK_HASH), 0);
   CU_ASSERT_EQUAL(memcmp(rep.root, h.root, MERKLE_HASH), 0);
   env_close(&e);
@@ -1146,28 +753,34 @@ static void test_keys_file(void)
   }
 }
 
-static void test_proofs(void)
+/* Three sealed blocks of 4 leaves (cosigned by nodes 1 and 3) and one
+ * uncut leaf; the cluster's keys and three keys nobody signed with. */
+static void proof_setup(struct env *e, struct chain_key keys[3], struct chain_key wrong[3])
 {
-  struct env e;
-  env_setup(&e, 10, true);
-  build_history(&e, 12);
-  CU_ASSERT_EQUAL(env_put(&e, "uncut", NULL), 0);
+  env_setup(e, 10, true);
+  build_history(e, 12);
+  CU_ASSERT_EQUAL(env_put(e, "uncut", NULL), 0);
   struct chain_head h;
-  chain_fsm_head(e.f, &h);
+  chain_fsm_head(e->f, &h);
   CU_ASSERT_EQUAL_FATAL(h.height, 3);
   CU_ASSERT_EQUAL(h.sealed, 3);
   CU_ASSERT_EQUAL(h.leaves, 13);
   struct chain_verify_report vr;
-  CU_ASSERT_EQUAL(chain_verify(chain_fsm_chain_path(e.f), &vr), 0);
-
-  struct chain_key keys[3], wrong[3];
+  CU_ASSERT_EQUAL(chain_verify(chain_fsm_chain_path(e->f), &vr), 0);
   for (uint32_t i = 0; i < 3; i++) {
     keys[i] = (struct chain_key){.node_id = i + 1, .voter = true};
-    memcpy(keys[i].pk, e.pk[i], BLOCK_PUBKEY_BYTES);
+    memcpy(keys[i].pk, e->pk[i], BLOCK_PUBKEY_BYTES);
     uint8_t sk[BLOCK_SECKEY_BYTES];
     wrong[i] = (struct chain_key){.node_id = i + 1, .voter = true};
     CU_ASSERT_EQUAL(block_keypair(wrong[i].pk, sk), 0);
   }
+}
+
+static void test_proofs(void)
+{
+  struct env e;
+  struct chain_key keys[3], wrong[3];
+  proof_setup(&e, keys, wrong);
   uint8_t *buf;
   size_t len;
   struct chain_proof_report rep;
@@ -1189,7 +802,19 @@ static void test_proofs(void)
   }
   CU_ASSERT_EQUAL(chain_fsm_proof(e.f, 12, &buf, &len), MSD_ENOTFOUND); /* not cut yet */
   CU_ASSERT_EQUAL(chain_fsm_proof(e.f, 13, &buf, &len), MSD_ENOTFOUND);
+  env_close(&e);
+}
 
+/* Bundles that must not verify: too few voters, a key counted twice, any
+ * flipped bit. */
+static void test_forged_proofs(void)
+{
+  struct env e;
+  struct chain_key keys[3], wrong[3];
+  proof_setup(&e, keys, wrong);
+  uint8_t *buf;
+  size_t len;
+  struct chain_proof_report rep;
   CU_ASSERT_EQUAL_FATAL(chain_fsm_proof(e.f, 5, &buf, &len), 0);
   /* Only the keys that signed, as standbys: no voter, no seal. A list of
    * five voters of which two signed: 2 of 5 is no majority. */
@@ -1439,580 +1064,6 @@ static void test_snapshot_restore(void)
   env_close(&c);
 }
 
-/* ---- suite (b): the FSM under libraft's raft_fixture ---- */
-
-#define MAXN 5
-#define PUT_BATCH 8
-#define COSIGN_CAP 16
-
-enum { P_TODO = 1, P_PENDING, P_ACKED };
-enum { S_SETUP, S_PUTS, S_CUT, S_COSIGN };
-
-/* A client request: its command is rebuilt from the seed on every try, so a
- * retry carries the same request id (and object id) as the first. */
-struct put_req {
-  uint64_t seed;
-  uint8_t state, attempts;
-};
-
-struct rnode {
-  struct chain_fsm *fsm;
-  struct chain_raft_fsm rf;
-  char dir[4096];
-  uint8_t pk[BLOCK_PUBKEY_BYTES], sk[BLOCK_SECKEY_BYTES];
-  /* raftfsm.c's callbacks, wrapped to count and to check the index. */
-  int (*apply)(struct raft_fsm *, const struct raft_buffer *, void **);
-  int (*snapshot)(struct raft_fsm *, struct raft_buffer *[], unsigned *);
-  int (*restore)(struct raft_fsm *, struct raft_buffer *);
-  unsigned applies, index_mismatch, snapshots, restores, dup_puts;
-};
-
-struct cut_ack {
-  uint8_t rid[16];
-  uint64_t index; /* where raft_apply put the entry */
-};
-
-struct rcluster {
-  struct raft_fixture f;
-  unsigned n;
-  struct rnode node[MAXN];
-  struct test_rng rng;
-  struct put_req *puts;
-  size_t nputs, putcap;
-  struct cut_ack *cuts;
-  size_t ncuts, cutcap;
-  uint8_t setup_rid[MAXN + 1][16];
-  unsigned inflight, submits, refused, failed_cbs, retries, kills, faults, cut_subs;
-};
-
-struct submit {
-  struct raft_apply req;
-  struct rcluster *c;
-  int kind;
-  uint32_t put[PUT_BATCH];
-  unsigned nput;
-  uint8_t rid[16];
-};
-
-static struct rnode *rnode_of(struct raft_fsm *fsm)
-{
-  return (struct rnode *)(void *)((char *)fsm->data - offsetof(struct rnode, rf));
-}
-
-/* Entry `index` of a raft log (a ring of entries after `offset`). */
-static const struct raft_entry *log_entry(const struct raft_log *l, raft_index index)
-{
-  size_t n = l->back >= l->front ? l->back - l->front : l->size - l->front + l->back;
-  if (index <= l->offset || index - l->offset > n)
-    return NULL;
-  return &l->entries[(l->front + (size_t)(index - l->offset - 1)) % l->size];
-}
-
-/* raftfsm.c derives the entry's index as raft_last_applied() + 1 because
- * libraft 0.15 does not pass it: check that the buffer being applied is
- * the log entry at exactly that index. */
-static int counting_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
-{
-  struct rnode *nd = rnode_of(fsm);
-  struct raft *r = nd->rf.raft;
-  const struct raft_entry *e = log_entry(&r->log, raft_last_applied(r) + 1);
-  if (e == NULL || e->type != RAFT_COMMAND || &e->buf != buf)
-    nd->index_mismatch++;
-  Medshard__CommandBatch *b = medshard__command_batch__unpack(NULL, buf->len, buf->base);
-  for (size_t i = 0; b != NULL && i < b->n_commands; i++) {
-    const Medshard__Command *cmd = b->commands[i];
-    if (cmd->body_case == MEDSHARD__COMMAND__BODY_PUT_OBJECT && cmd->request_id.len == 16 &&
-        outcome_code(nd->fsm, cmd->request_id.data) != NO_OUTCOME)
-      nd->dup_puts++; /* a retry of a put that had committed after all */
-  }
-  medshard__command_batch__free_unpacked(b, NULL);
-  nd->applies++;
-  return nd->apply(fsm, buf, result);
-}
-
-static int counting_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsigned *n)
-{
-  struct rnode *nd = rnode_of(fsm);
-  int rc = nd->snapshot(fsm, bufs, n);
-  nd->snapshots += rc == 0;
-  return rc;
-}
-
-static int counting_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
-{
-  struct rnode *nd = rnode_of(fsm);
-  int rc = nd->restore(fsm, buf);
-  nd->restores += rc == 0;
-  return rc;
-}
-
-/* libraft 0.15's fixture stores persisted entries from position 0 and
- * truncates by absolute index: after an InstallSnapshot (which drops them
- * all) a later truncate reads past its array (ASan: heap-buffer-overflow in
- * ioMethodTruncate). Nothing reloads that copy (servers never restart in
- * the fixture), so dropping all of it keeps the fixture sound. */
-static int (*fixture_truncate)(struct raft_io *, raft_index);
-
-static int truncate_all(struct raft_io *io, raft_index index)
-{
-  (void)index;
-  return fixture_truncate(io, 1);
-}
-
-static void rcluster_start(struct rcluster *c, unsigned n, uint64_t salt)
-{
-  memset(c, 0, sizeof *c);
-  c->n = n;
-  c->rng = test_rng_for(salt);
-  for (unsigned i = 0; i <= n; i++)
-    test_rng_fill(&c->rng, c->setup_rid[i], 16);
-  CU_ASSERT_EQUAL_FATAL(raft_fixture_initialize(&c->f), 0);
-  for (unsigned i = 0; i < n; i++) {
-    struct rnode *nd = &c->node[i];
-    snprintf(nd->dir, sizeof nd->dir, "%s", test_tmpdir());
-    CU_ASSERT_EQUAL_FATAL(fsm_open_dir(nd->dir, &nd->fsm), 0);
-    CU_ASSERT_EQUAL_FATAL(block_keypair(nd->pk, nd->sk), 0);
-    chain_raft_fsm_init(&nd->rf, nd->fsm);
-    nd->apply = nd->rf.fsm.apply;
-    nd->snapshot = nd->rf.fsm.snapshot;
-    nd->restore = nd->rf.fsm.restore;
-    nd->rf.fsm.apply = counting_apply;
-    nd->rf.fsm.snapshot = counting_snapshot;
-    nd->rf.fsm.restore = counting_restore;
-    CU_ASSERT_EQUAL_FATAL(raft_fixture_grow(&c->f, &nd->rf.fsm), 0);
-    fixture_truncate = c->f.servers[i].io.truncate;
-    c->f.servers[i].io.truncate = truncate_all;
-    struct raft *r = raft_fixture_get(&c->f, i);
-    chain_raft_fsm_bind(&nd->rf, r);
-    /* Small, so that snapshots, log compaction and InstallSnapshot (and
-     * with them chain_fsm_restore) happen many times per run. */
-    raft_set_snapshot_threshold(r, 24);
-    raft_set_snapshot_trailing(r, 6);
-  }
-  struct raft_configuration conf;
-  CU_ASSERT_EQUAL_FATAL(raft_fixture_configuration(&c->f, n, &conf), 0);
-  CU_ASSERT_EQUAL_FATAL(raft_fixture_bootstrap(&c->f, &conf), 0);
-  raft_configuration_close(&conf);
-  CU_ASSERT_EQUAL_FATAL(raft_fixture_start(&c->f), 0);
-}
-
-static void rcluster_stop(struct rcluster *c)
-{
-  raft_fixture_close(&c->f); /* fails what is still in flight: callbacks run */
-  for (unsigned i = 0; i < c->n; i++) {
-    chain_fsm_close(c->node[i].fsm);
-    test_tmpdir_remove(c->node[i].dir);
-  }
-  free(c->puts);
-  free(c->cuts);
-}
-
-/* The live server in leader state with the highest term, or -1. Not the
- * fixture's "stable" leader: a leader cut off from its followers still
- * takes submissions, and their failure (RAFT_LEADERSHIPLOST) is what makes
- * clients retry. */
-static int leader_of(struct rcluster *c)
-{
-  int l = -1;
-  raft_term best = 0;
-  for (unsigned i = 0; i < c->n; i++) {
-    struct raft *r = raft_fixture_get(&c->f, i);
-    if (raft_fixture_alive(&c->f, i) && raft_state(r) == RAFT_LEADER && r->current_term > best) {
-      best = r->current_term;
-      l = (int)i;
-    }
-  }
-  return l;
-}
-
-static void put_rid(uint64_t seed, uint8_t rid[16])
-{
-  struct test_rng r = {seed};
-  test_rng_fill(&r, rid, 16);
-}
-
-/* Every other retry carries a new object id and shard map under the same
- * request id: applied twice, it would anchor a second PUT leaf (the same
- * object id would instead hide behind the "object id already used" check). */
-static Medshard__Command *put_cmd(struct rcluster *c, struct cmd *cm, uint64_t seed,
-                                  unsigned attempt)
-{
-  struct test_rng r = {seed};
-  uint8_t rid[16];
-  char key[48];
-  uint32_t nodes[NSHARDS];
-  test_rng_fill(&r, rid, 16);
-  if (attempt % 2 == 1)
-    r.s ^= 0x9e3779b97f4a7c15ull * attempt;
-  /* 40 keys, so most puts make new versions of an existing key. */
-  snprintf(key, sizeof key, "study-%02u/img.dcm", (unsigned)(seed % 40));
-  for (unsigned i = 0; i < NSHARDS; i++)
-    nodes[i] = 1 + (uint32_t)test_rng_below(&r, c->n);
-  return cmd_put(cm, rid, &r, "scans", key, nodes);
-}
-
-static void apply_cb(struct raft_apply *req, int status, void *result)
-{
-  (void)result;
-  struct submit *s = req->data;
-  struct rcluster *c = s->c;
-  for (unsigned i = 0; i < s->nput; i++) {
-    struct put_req *p = &c->puts[s->put[i]];
-    /* A failure does not mean it did not commit: the retry must not
-     * apply twice. */
-    p->state = status == 0 ? P_ACKED : p->state == P_ACKED ? P_ACKED : P_TODO;
-  }
-  c->failed_cbs += status != 0;
-  if (status == 0 && s->kind == S_CUT &&
-      msd_grow(&c->cuts, &c->cutcap, c->ncuts, sizeof *c->cuts, 64) == 0) {
-    memcpy(c->cuts[c->ncuts].rid, s->rid, 16);
-    c->cuts[c->ncuts++].index = req->index;
-  }
-  c->inflight--;
-  free(s);
-}
-
-/* raft_apply on node l; on refusal the buffer stays ours. */
-static void submit(struct rcluster *c, int l, struct submit *s, Medshard__Command **cs, size_t n)
-{
-  size_t len;
-  uint8_t *buf = pack_batch(cs, n, raft_fixture_time(&c->f), &len, true);
-  struct raft_buffer rb = {.base = buf, .len = len};
-  s->c = c;
-  s->req.data = s;
-  c->submits++;
-  if (s->kind == S_PUTS && test_rng_below(&c->rng, 50) == 0 && getenv("NOFAULT") == NULL) {
-    /* A disk fault on the leader's own log append, the one I/O failure
-     * libraft 0.15 survives (elsewhere it turns the server unavailable for
-     * good): raft_apply refuses the entry and the client retries. */
-    raft_fixture_io_fault(&c->f, (unsigned)l, 0, 1);
-    c->faults++;
-  }
-  int rv = raft_apply(raft_fixture_get(&c->f, (unsigned)l), &s->req, &rb, 1, apply_cb);
-  for (unsigned i = 0; i < s->nput; i++)
-    if (c->puts[s->put[i]].state != P_ACKED)
-      c->puts[s->put[i]].state = rv == 0 ? P_PENDING : P_TODO;
-  if (rv != 0) {
-    raft_free(buf);
-    c->refused++;
-    free(s);
-    return;
-  }
-  c->inflight++;
-}
-
-/* Up to 8 puts: first the ones to retry, then (with `fresh`) new ones. */
-static void submit_puts(struct rcluster *c, int l, bool fresh)
-{
-  struct submit *s = calloc(1, sizeof *s);
-  struct cmd *cm = malloc(PUT_BATCH * sizeof *cm);
-  Medshard__Command *cs[PUT_BATCH];
-  unsigned want = 1 + (unsigned)test_rng_below(&c->rng, PUT_BATCH);
-  s->kind = S_PUTS;
-  for (size_t i = 0; i < c->nputs && s->nput < want; i++)
-    if (c->puts[i].state == P_TODO)
-      s->put[s->nput++] = (uint32_t)i;
-  while (fresh && s->nput < want &&
-         msd_grow(&c->puts, &c->putcap, c->nputs, sizeof *c->puts, 256) == 0) {
-    c->puts[c->nputs] = (struct put_req){.seed = test_rng_next(&c->rng), .state = P_TODO};
-    s->put[s->nput++] = (uint32_t)c->nputs++;
-  }
-  for (unsigned i = 0; i < s->nput; i++) {
-    struct put_req *p = &c->puts[s->put[i]];
-    c->retries += p->attempts > 0;
-    cs[i] = put_cmd(c, &cm[i], p->seed, p->attempts++);
-  }
-  if (s->nput > 0)
-    submit(c, l, s, cs, s->nput);
-  else
-    free(s);
-  free(cm);
-}
-
-/* The leader's CutBlock: its own next block, its term, the fixture time. */
-static void submit_cut(struct rcluster *c, int l)
-{
-  struct block_header h;
-  if (chain_fsm_next_block(c->node[l].fsm, &h) != 0)
-    return;
-  struct submit *s = calloc(1, sizeof *s);
-  struct cmd cm;
-  s->kind = S_CUT;
-  test_rng_fill(&c->rng, s->rid, 16);
-  Medshard__Command *cp = cmd_cut(&cm, s->rid, &h, raft_fixture_get(&c->f, (unsigned)l)->current_term,
-                                  raft_fixture_time(&c->f));
-  c->cut_subs++;
-  submit(c, l, s, &cp, 1);
-}
-
-/* Every live node cosigns what its own state says it has not signed. */
-static void submit_cosigns(struct rcluster *c, int l)
-{
-  struct cmd *cm = malloc(MAXN * COSIGN_CAP * sizeof *cm);
-  Medshard__Command *cs[MAXN * COSIGN_CAP];
-  size_t n = 0;
-  for (unsigned i = 0; i < c->n; i++) {
-    if (!raft_fixture_alive(&c->f, i))
-      continue;
-    uint64_t heights[COSIGN_CAP];
-    uint8_t hashes[COSIGN_CAP][BLOCK_HASH], sig[BLOCK_SIG_BYTES];
-    size_t k = chain_fsm_unsigned(c->node[i].fsm, i + 1, heights, hashes, COSIGN_CAP);
-    for (size_t j = 0; j < k; j++) {
-      block_cosign(hashes[j], c->node[i].sk, sig);
-      cs[n] = cmd_cosign(&cm[n], NULL, heights[j], i + 1, sig);
-      n++;
-    }
-  }
-  if (n > 0) {
-    struct submit *s = calloc(1, sizeof *s);
-    s->kind = S_COSIGN;
-    submit(c, l, s, cs, n);
-  }
-  free(cm);
-}
-
-static bool setup_done(struct rcluster *c)
-{
-  for (unsigned i = 0; i < c->n; i++)
-    for (unsigned j = 0; j <= c->n; j++)
-      if (outcome_code(c->node[i].fsm, c->setup_rid[j]) != 0)
-        return false;
-  return true;
-}
-
-/* Each node joins with its own key; bucket "scans". */
-static void rcluster_setup(struct rcluster *c)
-{
-  for (int attempt = 0; attempt < 30 && !setup_done(c); attempt++) {
-    raft_fixture_step_until_has_leader(&c->f, 10000);
-    int l = leader_of(c);
-    if (l >= 0) {
-      struct cmd *cm = malloc((MAXN + 1) * sizeof *cm);
-      Medshard__Command *cs[MAXN + 1];
-      for (unsigned i = 0; i < c->n; i++)
-        cs[i] = cmd_join(&cm[i], c->setup_rid[i], i + 1, c->node[i].pk, true);
-      cs[c->n] = cmd_bucket(&cm[c->n], c->setup_rid[c->n], "scans", K, M);
-      struct submit *s = calloc(1, sizeof *s);
-      s->kind = S_SETUP;
-      submit(c, l, s, cs, c->n + 1);
-      free(cm);
-    }
-    raft_fixture_step_until_elapsed(&c->f, 1000);
-  }
-  CU_ASSERT_FATAL(setup_done(c));
-}
-
-static void heal(struct rcluster *c)
-{
-  for (unsigned i = 0; i < c->n; i++) {
-    if (!raft_fixture_alive(&c->f, i))
-      raft_fixture_revive(&c->f, i);
-    raft_fixture_io_fault(&c->f, i, -1, 0);
-    for (unsigned j = 0; j < c->n; j++)
-      if (i != j)
-        raft_fixture_reconnect(&c->f, i, j);
-  }
-}
-
-/* A follower misses more entries than the leader keeps after a snapshot,
- * so it must catch up by InstallSnapshot (chain_fsm_restore). */
-static void force_install_snapshot(struct rcluster *c)
-{
-  heal(c);
-  raft_fixture_step_until_has_leader(&c->f, 10000);
-  int l = leader_of(c);
-  if (l < 0) {
-    printf("\n  no leader: fixture leader index %u, time %" PRIu64 "\n",
-           raft_fixture_leader_index(&c->f), (uint64_t)raft_fixture_time(&c->f));
-    for (unsigned i = 0; i < c->n; i++)
-      printf("  node %u: alive %d state %d term %" PRIu64 " applied %" PRIu64 "\n", i,
-             raft_fixture_alive(&c->f, i), raft_state(raft_fixture_get(&c->f, i)),
-             (uint64_t)raft_fixture_get(&c->f, i)->current_term,
-             (uint64_t)raft_last_applied(raft_fixture_get(&c->f, i)));
-  }
-  CU_ASSERT_FATAL(l >= 0);
-  unsigned lag = ((unsigned)l + 1) % c->n;
-  unsigned before = c->node[lag].restores;
-  raft_fixture_kill(&c->f, lag);
-  for (int i = 0; i < 80; i++) {
-    if ((l = leader_of(c)) >= 0)
-      submit_puts(c, l, true);
-    raft_fixture_step_until_elapsed(&c->f, 30);
-  }
-  raft_fixture_revive(&c->f, lag);
-  raft_fixture_step_until_elapsed(&c->f, 3000);
-  CU_ASSERT(c->node[lag].restores > before);
-}
-
-/* Several hundred seeded random steps of client load and faults. */
-static void chaos(struct rcluster *c, unsigned steps)
-{
-  unsigned max_dead = (c->n - 1) / 2;
-  for (unsigned step = 0; step < steps; step++) {
-    if (step % (steps / 3) == steps / 6)
-      force_install_snapshot(c);
-    int l = leader_of(c);
-    unsigned dead = 0, dice = (unsigned)test_rng_below(&c->rng, 100);
-    unsigned a = (unsigned)test_rng_below(&c->rng, c->n), b = (unsigned)test_rng_below(&c->rng, c->n);
-    for (unsigned i = 0; i < c->n; i++)
-      dead += !raft_fixture_alive(&c->f, i);
-    if (dice < 45 && l >= 0) {
-      submit_puts(c, l, true);
-    } else if (dice < 55 && l >= 0) {
-      submit_cut(c, l);
-    } else if (dice < 65 && l >= 0) {
-      submit_cosigns(c, l);
-    } else if (dice < 69 && dead < max_dead) {
-      /* Mostly the leader; sometimes a follower. */
-      unsigned victim = l >= 0 && test_rng_below(&c->rng, 4) != 0 ? (unsigned)l : a;
-      if (raft_fixture_alive(&c->f, victim)) {
-        raft_fixture_kill(&c->f, victim);
-        c->kills++;
-      }
-    } else if (dice < 76 && !raft_fixture_alive(&c->f, a)) {
-      raft_fixture_revive(&c->f, a);
-    } else if (dice < 80 && a != b) {
-      raft_fixture_disconnect(&c->f, a, b);
-      raft_fixture_disconnect(&c->f, b, a);
-    } else if (dice < 88 && a != b) {
-      raft_fixture_reconnect(&c->f, a, b);
-      raft_fixture_reconnect(&c->f, b, a);
-    }
-    raft_fixture_step_until_elapsed(&c->f, 10 + (unsigned)test_rng_below(&c->rng, 150));
-  }
-}
-
-static bool converged(struct rcluster *c, bool report)
-{
-  struct chain_head h0, h;
-  const char *why = NULL;
-  chain_fsm_head(c->node[0].fsm, &h0);
-  if (c->inflight > 0)
-    why = "submissions in flight";
-  for (size_t i = 0; why == NULL && i < c->nputs; i++)
-    if (c->puts[i].state != P_ACKED)
-      why = "unacknowledged puts";
-  if (why == NULL && (h0.leaves != h0.last_size || h0.sealed != h0.height))
-    why = "leaves not cut or blocks not sealed";
-  for (unsigned i = 0; why == NULL && i < c->n; i++) {
-    chain_fsm_head(c->node[i].fsm, &h);
-    if (!same_head(&h, &h0))
-      why = "heads differ";
-    else if (raft_last_applied(raft_fixture_get(&c->f, i)) != h.applied)
-      why = "raft's last applied index differs from the FSM's";
-  }
-  if (why != NULL && report)
-    printf("\n  not converged: %s (inflight %u, leaves %" PRIu64 "/%" PRIu64 ", sealed %" PRIu64
-           "/%" PRIu64 ")\n", why, c->inflight, h0.last_size, h0.leaves, h0.sealed, h0.height);
-  return why == NULL;
-}
-
-/* Heals everything, then retries, cuts and cosigns until every node holds
- * the same fully cut and sealed chain. */
-static void settle(struct rcluster *c)
-{
-  heal(c);
-  for (int round = 0; round < 200 && !converged(c, false); round++) {
-    raft_fixture_step_until_has_leader(&c->f, 5000);
-    int l = leader_of(c);
-    if (l >= 0) {
-      submit_puts(c, l, false);
-      submit_cut(c, l);
-    }
-    raft_fixture_step_until_elapsed(&c->f, 200);
-    if ((l = leader_of(c)) >= 0)
-      submit_cosigns(c, l);
-    raft_fixture_step_until_elapsed(&c->f, 200);
-  }
-}
-
-static void check_final(struct rcluster *c)
-{
-  CU_ASSERT_FATAL(converged(c, true));
-  struct chain_head h0, h;
-  uint8_t d0[32], d[32];
-  chain_fsm_head(c->node[0].fsm, &h0);
-  digest_of(c->node[0].fsm, d0);
-  CU_ASSERT_EQUAL(h0.alarm[0], '\0');
-  unsigned mismatched = 0, applies = 0, snapshots = 0, restores = 0, dups = 0, missing = 0;
-  for (unsigned i = 0; i < c->n; i++) {
-    struct rnode *nd = &c->node[i];
-    chain_fsm_head(nd->fsm, &h);
-    CU_ASSERT(same_head(&h, &h0));
-    digest_of(nd->fsm, d);
-    CU_ASSERT_EQUAL(memcmp(d, d0, 32), 0);
-    struct chain_verify_report rep;
-    CU_ASSERT_EQUAL(chain_verify(chain_fsm_chain_path(nd->fsm), &rep), 0);
-    CU_ASSERT_EQUAL(rep.leaves, h.leaves);
-    CU_ASSERT_EQUAL(rep.blocks, h.height);
-    /* Every put applied exactly once: one PUT leaf per request id. */
-    struct scan s;
-    scan_chain(nd->fsm, &s);
-    CU_ASSERT_EQUAL(s.kind[ANCHOR_PUT], c->nputs);
-    CU_ASSERT_EQUAL(s.leaves, h.leaves);
-    for (size_t p = 0; p < c->nputs; p++) {
-      uint8_t rid[16];
-      put_rid(c->puts[p].seed, rid);
-      missing += outcome_code(nd->fsm, rid) != 0;
-    }
-    mismatched += nd->index_mismatch;
-    applies += nd->applies;
-    snapshots += nd->snapshots;
-    restores += nd->restores;
-    dups += nd->dup_puts;
-  }
-  CU_ASSERT_EQUAL(missing, 0);
-  CU_ASSERT_EQUAL(mismatched, 0);
-  CU_ASSERT(applies > 0);
-  CU_ASSERT(snapshots > 0);
-  CU_ASSERT(restores > 0);
-  /* Each acknowledged CutBlock that made a block recorded the index raft
-   * gave its entry. */
-  unsigned cut_blocks = 0;
-  for (size_t i = 0; i < c->ncuts; i++) {
-    Medshard__Outcome *o = outcome_of(c->node[0].fsm, c->cuts[i].rid);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
-    CU_ASSERT(o->code == 0 || o->code == MSD_ESTALE);
-    if (o->code == 0) {
-      Medshard__BlockRecord *r = block_of(c->node[0].fsm, o->height);
-      struct block_header bh;
-      CU_ASSERT_FATAL(r != NULL && block_decode(r->header.data, r->header.len, &bh) == 0);
-      CU_ASSERT_EQUAL(bh.raft_index, c->cuts[i].index);
-      medshard__block_record__free_unpacked(r, NULL);
-      cut_blocks++;
-    }
-    medshard__outcome__free_unpacked(o, NULL);
-  }
-  CU_ASSERT(cut_blocks > 0);
-  printf("\n  %u voters: %zu puts (%u retried, %u re-applied as no-ops), %" PRIu64 " leaves, %"
-         PRIu64 " blocks (%u checked cuts), %u submissions (%u refused, %u failed), %u kills, %u"
-         " io faults, %u snapshots, %u restores, applied %" PRIu64 "\n", c->n, c->nputs, c->retries,
-         dups, h0.leaves, h0.height, cut_blocks, c->submits, c->refused, c->failed_cbs, c->kills,
-         c->faults, snapshots, restores, h0.applied);
-}
-
-static void raft_run(unsigned n, unsigned steps, uint64_t salt)
-{
-  struct rcluster *c = malloc(sizeof *c);
-  rcluster_start(c, n, salt);
-  rcluster_setup(c);
-  chaos(c, steps);
-  settle(c);
-  check_final(c);
-  rcluster_stop(c);
-  free(c);
-}
-
-static void test_raft_three_voters(void)
-{
-  raft_run(3, 3000, 31);
-}
-
-static void test_raft_five_voters(void)
-{
-  raft_run(5, 2000, 32);
-}
-
 int main(void)
 {
   /* Rejected commands are logged at INFO on every node: thousands of lines
@@ -2025,20 +1076,18 @@ int main(void)
       {"keys longer than LMDB's limit", test_long_keys},
       {"delete", test_delete},
       {"update shards", test_update_shards},
-      {"blocks, cosignatures, seals", test_blocks_and_cosign},
+      {"cut blocks", test_cut_blocks},
+      {"cosignatures and seals", test_cosign_and_seal},
       {"divergence raises the alarm", test_divergence_alarm},
       {"replays and malformed entries", test_replay_and_malformed},
       {"trusted keys file", test_keys_file},
       {"proof bundles verify offline", test_proofs},
+      {"forged proof bundles fail", test_forged_proofs},
       {"close and reopen", test_reopen},
       {"crash rollback", test_crash_rollback},
       {"snapshot and restore", test_snapshot_restore},
       {NULL, NULL}};
-  static const struct test_case raft[] = {
-      {"3 voters: faults, snapshots, retries", test_raft_three_voters},
-      {"5 voters: faults, snapshots, retries", test_raft_five_voters},
-      {NULL, NULL}};
   static const char *const names[] = {"fsm", "fsm under raft_fixture", NULL};
-  static const struct test_case *const suites[] = {direct, raft};
+  static const struct test_case *const suites[] = {direct, fsm_raft_tests};
   return test_run("test_fsm", names, suites);
 }
