@@ -79,6 +79,23 @@ int fsm__put_msg(struct fsm_txn *x, enum fsm_table t, const void *key, size_t kl
   return rc;
 }
 
+uint32_t fsm__count_voters(MDB_txn *txn, const struct chain_fsm *f)
+{
+  MDB_cursor *c;
+  MDB_val k, v;
+  uint32_t n = 0;
+  if (mdb_cursor_open(txn, f->dbi[T_NODES], &c) != 0)
+    return 0; /* UNTESTED: the table exists from open */
+  for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    Medshard__NodeInfo *ni = medshard__node_info__unpack(NULL, v.mv_size, v.mv_data);
+    n += ni != NULL && ni->role == MEDSHARD__NODE_ROLE__NODE_ROLE_VOTER;
+    medshard__node_info__free_unpacked(ni, NULL);
+  }
+  mdb_cursor_close(c);
+  return n;
+}
+
 int fsm__copy_out(const MDB_val *v, uint8_t **buf, size_t *len)
 {
   *buf = msd_malloc(v->mv_size ? v->mv_size : 1);

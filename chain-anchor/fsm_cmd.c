@@ -374,22 +374,6 @@ static int node_state(struct fsm_txn *x, const Medshard__NodeState *s, Medshard_
   return rc;
 }
 
-/* Voters in the cluster map now. */
-static uint32_t count_voters(MDB_txn *txn, const struct chain_fsm *f)
-{
-  MDB_cursor *c;
-  MDB_val k, v;
-  uint32_t n = 0;
-  if (mdb_cursor_open(txn, f->dbi[T_NODES], &c) != 0)
-    return 0; /* UNTESTED */
-  for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    Medshard__NodeInfo *ni = medshard__node_info__unpack(NULL, v.mv_size, v.mv_data);
-    n += ni != NULL && ni->role == MEDSHARD__NODE_ROLE__NODE_ROLE_VOTER;
-    medshard__node_info__free_unpacked(ni, NULL);
-  }
-  mdb_cursor_close(c);
-  return n;
-}
 
 /* Why a CutBlock that is next in line disagrees with this node's state;
  * NULL if it agrees. */
@@ -434,7 +418,7 @@ static int cut_block(struct fsm_txn *x, const Medshard__CutBlock *c, Medshard__O
   rec.format_version = 1;
   rec.header = (ProtobufCBinaryData){sizeof bytes, bytes};
   rec.hash = (ProtobufCBinaryData){sizeof hash, hash};
-  rec.voters = count_voters(x->txn, x->f);
+  rec.voters = fsm__count_voters(x->txn, x->f);
   fsm__be(k, h.height, 8);
   if (rc == 0)
     rc = fsm__put_msg(x, T_BLOCKS, k, 8, &rec.base);

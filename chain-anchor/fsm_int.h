@@ -63,6 +63,8 @@ int fsm__del(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen);
 /* Packs a protobuf message and puts it. */
 int fsm__put_msg(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen,
                  const ProtobufCMessage *msg);
+/* Voters in the cluster map as txn sees it. */
+uint32_t fsm__count_voters(MDB_txn *txn, const struct chain_fsm *f);
 /* Copies a value out into a msd_malloc'ed buffer. */
 int fsm__copy_out(const MDB_val *v, uint8_t **buf, size_t *len);
 

@@ -36,20 +36,9 @@ static int lookup(const struct chain_fsm *f, enum fsm_table t, const void *key, 
 static uint32_t voters(const struct chain_fsm *f)
 {
   MDB_txn *txn;
-  MDB_cursor *c;
-  MDB_val k, v;
-  uint32_t n = 0;
   if (rd_begin(f, &txn) != 0)
     return 0;
-  if (mdb_cursor_open(txn, f->dbi[T_NODES], &c) == 0) {
-    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-      Medshard__NodeInfo *ni = medshard__node_info__unpack(NULL, v.mv_size, v.mv_data);
-      n += ni != NULL && ni->role == MEDSHARD__NODE_ROLE__NODE_ROLE_VOTER;
-      medshard__node_info__free_unpacked(ni, NULL);
-    }
-    mdb_cursor_close(c);
-  }
+  uint32_t n = fsm__count_voters(txn, f);
   mdb_txn_abort(txn);
   return n;
 }
