@@ -392,8 +392,19 @@ int chain_fsm_apply(struct chain_fsm *f, uint64_t index, const uint8_t *buf, siz
   begin_meta(&x);
   Medshard__CommandBatch *b = medshard__command_batch__unpack(NULL, len, buf);
   if (b == NULL || b->format_version != 1) {
-    msd_log(MSD_LOG_ERROR, "chain: entry %" PRIu64 " is not a version 1 command batch (%zu bytes):"
-            " skipped", index, len);
+    /* The leader appends only batches it encoded, so bytes that do not
+     * decode mean this node's copy of the log is damaged, and a newer
+     * version means this node is too old to follow. Skipping either would
+     * diverge silently: count the entry, halt writes. */
+    char why[128];
+    if (b == NULL)
+      snprintf(why, sizeof why, "does not decode: this node's Raft log is damaged");
+    else
+      snprintf(why, sizeof why, "is a version %" PRIu32 " command batch; this node reads"
+               " version 1 only", b->format_version);
+    msd_log(MSD_LOG_ERROR, "chain: Raft entry %" PRIu64 " (%zu bytes) %s", index, len, why);
+    if (x.alarm[0] == 0)
+      snprintf(x.alarm, sizeof x.alarm, "Raft entry %" PRIu64 " %s", index, why);
   } else {
     x.now_ms = b->timestamp_ms;
     for (size_t i = 0; rc == 0 && i < b->n_commands; i++)

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <ini.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -513,6 +514,10 @@ int node_run(const struct node_config *c)
   if (n == NULL)
     return 1;
   n->cfg = *c;
+  /* libuv writes to peers and clients with write(2): a peer that went away
+   * (a killed leader, a client that gave up) must cost that connection
+   * EPIPE, not the whole node its life. */
+  signal(SIGPIPE, SIG_IGN);
   int rc = node_open(n);
   bool loop = rc == 0;
   if (rc == 0)

@@ -154,6 +154,24 @@ static void apply_cb(struct raft_apply *req, int status, void *result)
 
 /* Takes up to NODE_BATCH_MAX commands' submissions off the pending list
  * and appends them as one entry. */
+/* libraft 0.15's raft_uv stores an entry's data unpadded but reads it back
+ * as if padded to 8 bytes, so an entry of any other length comes back
+ * from disk shifted (after a restart, or in a catch-up batch). CommandBatch
+ * field 15 (`padding`, ignored) brings every entry to a multiple of 8.
+ * buf has 9 spare bytes. Returns the new length. */
+static size_t pad_to_8(uint8_t *buf, size_t len)
+{
+  size_t need = (8 - len % 8) % 8;
+  if (need == 0)
+    return len;
+  if (need == 1)
+    need = 9; /* tag and length take 2 bytes at least */
+  buf[len++] = 15 << 3 | 2;
+  buf[len++] = (uint8_t)(need - 2);
+  memset(buf + len, 0, need - 2);
+  return len + need - 2;
+}
+
 static int flush_one(struct node *n)
 {
   struct inflight *inf = msd_calloc(1, sizeof *inf);
@@ -175,7 +193,7 @@ static int flush_one(struct node *n)
   if (n->pending == NULL)
     n->pending_tail = NULL;
   n->pending_cmds -= cmds;
-  uint8_t *buf = raft_malloc(bytes + 24);
+  uint8_t *buf = raft_malloc(bytes + 32); /* + version, time, padding */
   int rv = buf == NULL ? RAFT_NOMEM : 0;
   size_t len = 0;
   if (buf != NULL) {
@@ -188,6 +206,7 @@ static int flush_one(struct node *n)
       len += s->wire_len;
       inf->has_cut = inf->has_cut || s->is_cut;
     }
+    len = pad_to_8(buf, len);
     struct raft_buffer rb = {.base = buf, .len = len};
     rv = raft_apply(&n->raft, &inf->req, &rb, 1, apply_cb);
     if (rv != 0)

@@ -23,9 +23,19 @@ for c in 1 2 3 4; do
     --acks "$WORK/acks$c" >"$WORK/client$c.log" 2>&1 &
   CLIENT[$c]=$!
 done
+# Sets L to the leader's id as some running node sees it.
+find_leader() {
+  local i
+  for i in 1 2 3; do
+    L=$(leader_of "$i")
+    [ -n "$L" ] && [ "$L" != 0 ] && [ -n "${PID[$L]:-}" ] && return 0
+  done
+  return 1
+}
 for round in $(seq 1 "${KILLS:-2}"); do
   sleep 1.5
-  l=$(leader_of 1); [ -z "$l" ] || [ "$l" = 0 ] && l=$(leader_of 2)
+  if ! wait_for 30 find_leader; then bad "round $round: no leader within 30 s"; break; fi
+  l=$L
   echo "round $round: SIGKILL leader node $l"
   kill_node "$l"
   sleep 2
