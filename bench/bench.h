@@ -14,8 +14,11 @@ int bench_ec_main(int argc, char **argv);
  *  [--json]`; argv[0] is "store". */
 int bench_store_main(int argc, char **argv);
 
-/* `medshard bench anchor --node ADDRS [--count N] [--clients C] [--batch B]
- *  [--acks FILE] | --check FILE`; argv[0] is "anchor". */
+/* `medshard bench anchor --nodes N [--dir PARENT] [--keep] [--cut-ms T]
+ *  [--ceiling-s S] [--proof-leaves L] [--count N] [--clients C] [--batch B]
+ *  [--json]` (starts its own local cluster), or `--node ADDRS [--count N]
+ *  [--clients C] [--batch B] [--acks FILE] | --check FILE` (a running one);
+ *  argv[0] is "anchor". */
 int bench_anchor_main(int argc, char **argv);
 
 /* Helpers shared by benchmarks (bench_util.c). */
