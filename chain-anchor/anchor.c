@@ -1,11 +1,9 @@
 /* Anchor leaf encoding and its keyed digests (see anchor.h). */
 #include "chain-anchor/anchor.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/sha.h>
 #include <string.h>
 
+#include "chain-anchor/hash.h"
 #include "common/err.h"
 
 #define COMMIT_TAG "medshard/content/v1"
@@ -108,23 +106,41 @@ void anchor_commitment(const uint8_t salt[ANCHOR_HASH], const uint8_t file_sha25
   memcpy(buf, COMMIT_TAG, sizeof COMMIT_TAG - 1);
   memcpy(buf + sizeof COMMIT_TAG - 1, salt, ANCHOR_HASH);
   memcpy(buf + sizeof COMMIT_TAG - 1 + ANCHOR_HASH, file_sha256, ANCHOR_HASH);
-  SHA256(buf, sizeof buf, out);
+  hash_sha256(buf, sizeof buf, NULL, 0, out);
+}
+
+/* bucket "/" key into name (ANCHOR_NAME_MAX + 1 bytes); its length, or 0
+ * when a part is missing or over its limit. */
+static size_t tag_name(const char *bucket, const char *key, uint8_t *name)
+{
+  if (bucket == NULL || key == NULL)
+    return 0;
+  size_t nb = strlen(bucket), nk = strlen(key);
+  if (nb > 255 || nk > 1024)
+    return 0; /* S3's limits are 63 and 1024 */
+  memcpy(name, bucket, nb);
+  name[nb] = '/';
+  memcpy(name + nb + 1, key, nk);
+  return nb + 1 + nk;
+}
+
+int anchor_key_tag_with(const struct hash_hmac *h, const char *bucket, const char *key,
+                        uint8_t out[ANCHOR_HASH])
+{
+  uint8_t name[ANCHOR_NAME_MAX + 1];
+  size_t len = tag_name(bucket, key, name);
+  if (len == 0)
+    return MSD_EPARAM;
+  return hash_hmac(h, name, len, NULL, 0, out) == 0 ? 0 : MSD_EPARAM;
 }
 
 int anchor_key_tag(const uint8_t *secret, size_t secret_len, const char *bucket, const char *key,
                    uint8_t out[ANCHOR_HASH])
 {
-  if (secret == NULL || secret_len == 0 || secret_len > 1024 || bucket == NULL || key == NULL)
+  struct hash_hmac h;
+  if (secret == NULL || secret_len == 0 || hash_hmac_init(&h, secret, secret_len) != 0)
     return MSD_EPARAM;
-  size_t nb = strlen(bucket), nk = strlen(key);
-  uint8_t name[ANCHOR_NAME_MAX + 1];
-  if (nb > 255 || nk > 1024)
-    return MSD_EPARAM; /* S3's limits are 63 and 1024 */
-  memcpy(name, bucket, nb);
-  name[nb] = '/';
-  memcpy(name + nb + 1, key, nk);
-  unsigned int n = ANCHOR_HASH;
-  if (HMAC(EVP_sha256(), secret, (int)secret_len, name, nb + 1 + nk, out, &n) == NULL)
-    return MSD_EPARAM; /* UNTESTED: OpenSSL could not allocate */
-  return 0;
+  int rc = anchor_key_tag_with(&h, bucket, key, out);
+  hash_hmac_free(&h);
+  return rc;
 }

@@ -58,4 +58,9 @@ void anchor_commitment(const uint8_t salt[ANCHOR_HASH], const uint8_t file_sha25
 int anchor_key_tag(const uint8_t *secret, size_t secret_len, const char *bucket, const char *key,
                    uint8_t out[ANCHOR_HASH]);
 
+/* The same under a precomputed key (the FSM tags every PutObject). */
+struct hash_hmac;
+int anchor_key_tag_with(const struct hash_hmac *h, const char *bucket, const char *key,
+                        uint8_t out[ANCHOR_HASH]);
+
 #endif

@@ -2,10 +2,10 @@
 #include "chain-anchor/block.h"
 
 #include <errno.h>
-#include <openssl/sha.h>
 #include <sodium.h>
 #include <string.h>
 
+#include "chain-anchor/hash.h"
 #include "common/err.h"
 
 #define BLOCK_TAG "medshard/block/v1"
@@ -70,7 +70,7 @@ void block_hash(const struct block_header *h, uint8_t out[BLOCK_HASH])
   uint8_t buf[sizeof BLOCK_TAG - 1 + BLOCK_HEADER_BYTES];
   memcpy(buf, BLOCK_TAG, sizeof BLOCK_TAG - 1);
   block_encode(h, buf + sizeof BLOCK_TAG - 1);
-  SHA256(buf, sizeof buf, out);
+  hash_sha256(buf, sizeof buf, NULL, 0, out);
 }
 
 int block_keypair(uint8_t pk[BLOCK_PUBKEY_BYTES], uint8_t sk[BLOCK_SECKEY_BYTES])

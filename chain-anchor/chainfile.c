@@ -23,9 +23,15 @@
 #define REC_PAYLOAD_MAX CHAIN_PAYLOAD_MAX
 #define REC_OVERHEAD 13 /* kind 1 + length 4 + checksum 8 */
 
+#define PEND_MAX (1u << 20) /* buffered appends are written at 1 MiB at the latest */
+
 struct chain_file {
   int fd;
-  uint64_t size; /* bytes in the file; every append lands here */
+  uint64_t size;    /* bytes in the file and the buffer; every append lands here */
+  uint64_t written; /* bytes in the file; the rest is in pend */
+  bool buffered;
+  uint8_t *pend;
+  size_t pend_len, pend_cap;
 };
 
 /* The 16-byte file header: magic, version (4, big-endian), 4 zero bytes. */
@@ -73,7 +79,7 @@ int chain_file_open(const char *path, int create, struct chain_file **out)
     return rc;
   }
   cf->fd = fd;
-  cf->size = (uint64_t)end;
+  cf->size = cf->written = (uint64_t)end;
   *out = cf;
   return 0;
 }
@@ -83,6 +89,7 @@ void chain_file_close(struct chain_file *cf)
   if (cf == NULL)
     return;
   close(cf->fd);
+  msd_free(cf->pend);
   msd_free(cf);
 }
 
@@ -100,6 +107,61 @@ static uint64_t get_be(const uint8_t *p, int bytes)
   return v;
 }
 
+/* Writes everything at or after `written` in one write: O_APPEND makes it
+ * land whole at the end. A short write is cut back so the file still ends
+ * on a record boundary, and the records stay buffered. */
+static int write_out(struct chain_file *cf, const uint8_t *buf, size_t len)
+{
+  ssize_t n = write(cf->fd, buf, len);
+  if (n == (ssize_t)len) {
+    cf->written += len;
+    return 0;
+  }
+  int rc = n < 0 ? -errno : -EIO;
+  if (ftruncate(cf->fd, (off_t)cf->written) != 0) /* UNTESTED: needs a failing disk */
+    rc = -errno;
+  return rc;
+}
+
+int chain_file_flush(struct chain_file *cf)
+{
+  if (cf == NULL || cf->pend_len == 0)
+    return 0;
+  int rc = write_out(cf, cf->pend, cf->pend_len);
+  if (rc == 0)
+    cf->pend_len = 0;
+  return rc;
+}
+
+void chain_file_buffer(struct chain_file *cf, bool on)
+{
+  cf->buffered = on;
+}
+
+/* Room for `more` buffered bytes, flushing first when the buffer is full. */
+static int make_room(struct chain_file *cf, size_t more)
+{
+  if (cf->pend_len + more > PEND_MAX) {
+    int rc = chain_file_flush(cf);
+    if (rc != 0)
+      return rc;
+  }
+  if (cf->pend_len + more <= cf->pend_cap)
+    return 0;
+  size_t cap = cf->pend_cap ? cf->pend_cap : 65536;
+  while (cap < cf->pend_len + more)
+    cap *= 2;
+  uint8_t *p = msd_malloc(cap);
+  if (p == NULL)
+    return -ENOMEM;
+  if (cf->pend_len > 0)
+    memcpy(p, cf->pend, cf->pend_len);
+  msd_free(cf->pend);
+  cf->pend = p;
+  cf->pend_cap = cap;
+  return 0;
+}
+
 static int append(struct chain_file *cf, uint8_t kind, const uint8_t *payload, size_t len,
                   uint64_t *off)
 {
@@ -111,14 +173,12 @@ static int append(struct chain_file *cf, uint8_t kind, const uint8_t *payload, s
   memcpy(rec + 5, payload, len);
   put_be(rec + 5 + len, XXH3_64bits(rec, 5 + len), 8);
   size_t total = len + REC_OVERHEAD;
-  /* One write per record: O_APPEND makes it land whole at the end. A short
-   * write is cut back so the file still ends on a record boundary. */
-  ssize_t n = write(cf->fd, rec, total);
-  if (n != (ssize_t)total) {
-    int rc = n < 0 ? -errno : -EIO;
-    if (ftruncate(cf->fd, (off_t)cf->size) != 0) /* UNTESTED: needs a failing disk */
-      rc = -errno;
+  int rc = cf->buffered ? make_room(cf, total) : write_out(cf, rec, total);
+  if (rc != 0)
     return rc;
+  if (cf->buffered) {
+    memcpy(cf->pend + cf->pend_len, rec, total);
+    cf->pend_len += total;
   }
   if (off != NULL)
     *off = cf->size;
@@ -142,7 +202,8 @@ int chain_append_block(struct chain_file *cf, const struct block_header *h, uint
 
 int chain_file_sync(struct chain_file *cf)
 {
-  return fdatasync(cf->fd) == 0 ? 0 : -errno;
+  int rc = chain_file_flush(cf);
+  return rc != 0 ? rc : fdatasync(cf->fd) == 0 ? 0 : -errno;
 }
 
 uint64_t chain_file_size(const struct chain_file *cf)
@@ -154,10 +215,37 @@ int chain_file_truncate(struct chain_file *cf, uint64_t size)
 {
   if (cf == NULL || size < CF_HEADER || size > cf->size)
     return MSD_EPARAM;
+  if (size >= cf->written) { /* only buffered records go */
+    cf->pend_len = (size_t)(size - cf->written);
+    cf->size = size;
+    return 0;
+  }
   if (ftruncate(cf->fd, (off_t)size) != 0)
     return -errno; /* UNTESTED: needs a failing disk */
-  cf->size = size;
+  cf->size = cf->written = size;
+  cf->pend_len = 0;
   return 0;
+}
+
+/* Up to len bytes at off, from the file and then the buffer. */
+static ssize_t read_at(const struct chain_file *cf, uint8_t *buf, size_t len, uint64_t off)
+{
+  size_t got = 0;
+  while (got < len && off + got < cf->written) {
+    size_t want = (size_t)(cf->written - (off + got) < len - got ? cf->written - (off + got)
+                                                                 : len - got);
+    ssize_t n = pread(cf->fd, buf + got, want, (off_t)(off + got));
+    if (n <= 0)
+      return n < 0 ? -1 : (ssize_t)got; /* UNTESTED: file shrank under us */
+    got += (size_t)n;
+  }
+  if (got < len && off + got >= cf->written && off + got < cf->size) {
+    size_t at = (size_t)(off + got - cf->written);
+    size_t n = cf->pend_len - at < len - got ? cf->pend_len - at : len - got;
+    memcpy(buf + got, cf->pend + at, n);
+    got += n;
+  }
+  return (ssize_t)got;
 }
 
 int chain_read_record(const struct chain_file *cf, uint64_t off, uint8_t *kind, uint8_t *buf,
@@ -167,7 +255,7 @@ int chain_read_record(const struct chain_file *cf, uint64_t off, uint8_t *kind, 
   if (cf == NULL || off < CF_HEADER || off + REC_OVERHEAD > cf->size)
     return MSD_EPARAM;
   size_t want = (size_t)(cf->size - off < sizeof rec ? cf->size - off : sizeof rec);
-  ssize_t n = pread(cf->fd, rec, want, (off_t)off);
+  ssize_t n = read_at(cf, rec, want, off);
   if (n < 0)
     return -errno;
   size_t plen = (size_t)get_be(rec + 1, 4);
@@ -188,14 +276,10 @@ int chain_file_read(const struct chain_file *cf, uint64_t off, uint8_t *buf, siz
   if (cf == NULL || buf == NULL || len == NULL || off > cf->size)
     return MSD_ERANGE;
   size_t want = cf->size - off < cap ? (size_t)(cf->size - off) : cap;
-  size_t got = 0;
-  while (got < want) {
-    ssize_t n = pread(cf->fd, buf + got, want - got, (off_t)(off + got));
-    if (n <= 0)
-      return n < 0 ? -errno : MSD_ECORRUPT; /* UNTESTED: file shrank under us */
-    got += (size_t)n;
-  }
-  *len = got;
+  ssize_t got = read_at(cf, buf, want, off);
+  if (got != (ssize_t)want)
+    return got < 0 ? -errno : MSD_ECORRUPT; /* UNTESTED: file shrank under us */
+  *len = want;
   return 0;
 }
 

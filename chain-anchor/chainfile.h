@@ -4,6 +4,7 @@
 #ifndef MSD_CHAIN_CHAINFILE_H
 #define MSD_CHAIN_CHAINFILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,13 @@ void chain_file_close(struct chain_file *cf);
 int chain_append_leaf(struct chain_file *cf, const uint8_t *leaf, size_t len, uint64_t *off);
 int chain_append_block(struct chain_file *cf, const struct block_header *h, uint64_t *off);
 int chain_file_sync(struct chain_file *cf);
+
+/* With buffering on, appends collect in memory (up to 1 MiB) and reach the
+ * file at chain_file_flush, chain_file_sync, or when the buffer fills: one
+ * write per Raft entry instead of one per leaf. Reads and sizes include
+ * buffered records; chain_file_truncate can drop them. Off by default. */
+void chain_file_buffer(struct chain_file *cf, bool on);
+int chain_file_flush(struct chain_file *cf);
 
 /* Bytes in the file (header included): where the next record will go. */
 uint64_t chain_file_size(const struct chain_file *cf);

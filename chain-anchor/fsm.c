@@ -60,6 +60,13 @@ int fsm__put(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen, 
   return mdb_rc(mdb_put(x->txn, x->f->dbi[t], &k, &v, 0));
 }
 
+int fsm__append(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen,
+                const void *val, size_t vlen)
+{
+  MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+  return mdb_rc(mdb_put(x->txn, x->f->dbi[t], &k, &v, MDB_APPEND));
+}
+
 int fsm__del(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen)
 {
   MDB_val k = {klen, (void *)key};
@@ -232,6 +239,8 @@ int fsm__open_state(struct chain_fsm *f)
     rc = load_meta(f);
   if (rc == 0)
     rc = chain_file_open(f->chain_path, 1, &f->cf);
+  if (rc == 0)
+    chain_file_buffer(f->cf, true); /* written once per entry, in commit() */
   snprintf(path, sizeof path, "%s/tree", f->dir);
   if (rc == 0)
     rc = merkle_tree_open(path, &f->tree);
@@ -269,10 +278,13 @@ int chain_fsm_open(const struct chain_fsm_config *cfg, struct chain_fsm **out)
     memcpy(f->secret, cfg->secret, cfg->secret_len);
   f->secret_len = cfg->secret_len;
   f->map_bytes = cfg->map_bytes ? cfg->map_bytes : (uint64_t)16 << 30;
-  int rc = fsm__open_state(f);
+  int rc = f->secret_len > 0 ? hash_hmac_init(&f->tag_key, f->secret, f->secret_len) : 0;
+  if (rc == 0)
+    rc = fsm__open_state(f);
   if (rc != 0) {
     if (f->meta != NULL)
       medshard__chain_meta__free_unpacked(f->meta, NULL);
+    hash_hmac_free(&f->tag_key);
     msd_free(f);
     return rc;
   }
@@ -287,6 +299,7 @@ void chain_fsm_close(struct chain_fsm *f)
   fsm__close_state(f);
   if (f->meta != NULL)
     medshard__chain_meta__free_unpacked(f->meta, NULL);
+  hash_hmac_free(&f->tag_key);
   msd_free(f);
 }
 
@@ -310,7 +323,7 @@ int fsm__append_leaf(struct fsm_txn *x, const uint8_t *leaf, size_t len, uint64_
   uint8_t k[8], v[8];
   fsm__be(k, *index, 8);
   fsm__be(v, off, 8);
-  return fsm__put(x, T_LEAVES, k, 8, v, 8);
+  return fsm__append(x, T_LEAVES, k, 8, v, 8);
 }
 
 /* Applies one command and records its outcome under its request id; a
@@ -329,6 +342,10 @@ static int apply_command(struct fsm_txn *x, const Medshard__Command *cmd)
   if (has_id && fsm__get(x->txn, x->f, T_REQUESTS, cmd->request_id.data, cmd->request_id.len,
                          &seen) == 0)
     return 0;
+  if (cmd->body_case != MEDSHARD__COMMAND__BODY_PUT_OBJECT) {
+    x->nknown = 0;
+    x->policy_bucket[0] = 0;
+  }
   Medshard__Outcome out = MEDSHARD__OUTCOME__INIT;
   Medshard__AnchorRef ref = MEDSHARD__ANCHOR_REF__INIT;
   uint8_t leaf_hash[MERKLE_HASH];
@@ -357,7 +374,11 @@ static int commit(struct fsm_txn *x, bool *committed)
   x->meta.head.len = BLOCK_HASH;
   x->meta.alarm = x->alarm;
   *committed = false;
-  int rc = fsm__put_msg(x, T_META, "meta", 4, &x->meta.base);
+  /* The records go to the file before LMDB names its new length, so a
+   * crash in between leaves only bytes that open() cuts back. */
+  int rc = chain_file_flush(x->f->cf);
+  if (rc == 0)
+    rc = fsm__put_msg(x, T_META, "meta", 4, &x->meta.base);
   if (rc == 0) {
     rc = mdb_rc(mdb_txn_commit(x->txn));
     *committed = rc == 0;

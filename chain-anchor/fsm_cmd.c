@@ -52,8 +52,38 @@ static bool node_known(struct fsm_txn *x, uint32_t id)
 {
   uint8_t k[4];
   MDB_val v;
+  for (unsigned i = 0; i < x->nknown; i++)
+    if (x->known_nodes[i] == id)
+      return true;
   fsm__be(k, id, 4);
-  return fsm__get(x->txn, x->f, T_NODES, k, 4, &v) == 0;
+  if (fsm__get(x->txn, x->f, T_NODES, k, 4, &v) != 0)
+    return false;
+  if (x->nknown < sizeof x->known_nodes / sizeof x->known_nodes[0])
+    x->known_nodes[x->nknown++] = id;
+  return true;
+}
+
+/* The bucket's k and m; MSD_ENOTFOUND when it does not exist. */
+static int bucket_policy(struct fsm_txn *x, const char *bucket, uint32_t *k, uint32_t *m)
+{
+  MDB_val v;
+  if (x->policy_bucket[0] == 0 || strcmp(x->policy_bucket, bucket) != 0) {
+    if (fsm__get(x->txn, x->f, T_BUCKETS, bucket, strlen(bucket), &v) != 0)
+      return MSD_ENOTFOUND;
+    Medshard__Bucket *b = medshard__bucket__unpack(NULL, v.mv_size, v.mv_data);
+    if (b == NULL || b->policy == NULL) {
+      medshard__bucket__free_unpacked(b, NULL);
+      return MSD_ECORRUPT; /* UNTESTED: our own record does not decode */
+    }
+    x->policy_k = b->policy->k;
+    x->policy_m = b->policy->m;
+    medshard__bucket__free_unpacked(b, NULL);
+    snprintf(x->policy_bucket, sizeof x->policy_bucket, "%s",
+             strlen(bucket) < sizeof x->policy_bucket ? bucket : "");
+  }
+  *k = x->policy_k;
+  *m = x->policy_m;
+  return 0;
 }
 
 static int shard_index_put(struct fsm_txn *x, uint32_t node, const uint8_t id[16], uint32_t index,
@@ -74,7 +104,7 @@ static int leaf_of(struct fsm_txn *x, const Medshard__Manifest *m, enum anchor_k
 {
   struct anchor_leaf a = {.kind = kind, .version = m->version, .size = m->size};
   memcpy(a.object_id, m->object_id.data, ANCHOR_ID_BYTES);
-  int rc = anchor_key_tag(x->f->secret, x->f->secret_len, m->bucket, m->key, a.key_tag);
+  int rc = anchor_key_tag_with(&x->f->tag_key, m->bucket, m->key, a.key_tag);
   if (rc != 0)
     return rc;
   anchor_commitment(m->salt.data, m->sha256.data, a.commitment);
@@ -137,16 +167,16 @@ static int create_bucket(struct fsm_txn *x, const Medshard__CreateBucket *c, Med
 }
 
 /* Checks a PutObject manifest against its bucket; NULL if it is sound. */
-static const char *manifest_problem(struct fsm_txn *x, const Medshard__Manifest *m,
-                                    const Medshard__Bucket *b)
+static const char *manifest_problem(struct fsm_txn *x, const Medshard__Manifest *m, uint32_t k,
+                                    uint32_t mm)
 {
   const Medshard__ShardMap *sm = m->shard_map;
   if (m->object_id.len != 16 || m->sha256.len != 32 || m->salt.len != 32)
     return "object id, SHA-256 and salt must be 16, 32 and 32 bytes";
   if (m->key == NULL || m->key[0] == 0 || strlen(m->key) > 1024)
     return "key must be 1-1024 bytes";
-  if (sm == NULL || sm->policy == NULL || sm->policy->k != b->policy->k ||
-      sm->policy->m != b->policy->m || !policy_ok(sm->policy) || sm->size != m->size)
+  if (sm == NULL || sm->policy == NULL || sm->policy->k != k || sm->policy->m != mm ||
+      !policy_ok(sm->policy) || sm->size != m->size)
     return "shard map does not match the bucket's erasure policy or the object size";
   if (sm->n_shards != sm->policy->k + sm->policy->m)
     return "shard map must list exactly k+m shards";
@@ -168,13 +198,13 @@ static int put_object(struct fsm_txn *x, const Medshard__PutObject *p, Medshard_
   uint8_t nk[FSM_NAME_KEY_MAX];
   if (m == NULL || m->bucket == NULL || m->key == NULL)
     return reject(out, MSD_EPARAM, msg, "PutObject without a manifest");
-  if (fsm__get(x->txn, x->f, T_BUCKETS, m->bucket, strlen(m->bucket), &v) != 0)
+  uint32_t k, mm;
+  int rc = bucket_policy(x, m->bucket, &k, &mm);
+  if (rc == MSD_ENOTFOUND)
     return reject(out, MSD_ENOTFOUND, msg, "bucket %s does not exist", m->bucket);
-  Medshard__Bucket *b = medshard__bucket__unpack(NULL, v.mv_size, v.mv_data);
-  if (b == NULL)
-    return MSD_ECORRUPT; /* UNTESTED: our own record does not decode */
-  const char *why = manifest_problem(x, m, b);
-  medshard__bucket__free_unpacked(b, NULL);
+  if (rc != 0)
+    return rc;
+  const char *why = manifest_problem(x, m, k, mm);
   if (why != NULL)
     return reject(out, MSD_EPARAM, msg, "%s/%s: %s", m->bucket, m->key, why);
   if (fsm__get(x->txn, x->f, T_OBJECTS, m->object_id.data, 16, &v) == 0)
@@ -190,7 +220,7 @@ static int put_object(struct fsm_txn *x, const Medshard__PutObject *p, Medshard_
   copy.version = version;
   copy.created_ms = x->now_ms;
   copy.deleted = false;
-  int rc = anchor_manifest(x, &copy, ANCHOR_PUT, out, leaf_hash);
+  rc = anchor_manifest(x, &copy, ANCHOR_PUT, out, leaf_hash);
   uint8_t name_val[25];
   memcpy(name_val, m->object_id.data, 16);
   fsm__be(name_val + 16, version, 8);

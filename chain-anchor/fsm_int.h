@@ -8,6 +8,7 @@
 
 #include "chain-anchor/chainfile.h"
 #include "chain-anchor/fsm.h"
+#include "chain-anchor/hash.h"
 #include "chain-anchor/merkletree.h"
 #include "proto/medshard.pb-c.h"
 
@@ -34,6 +35,7 @@ struct chain_fsm {
   char chain_path[PATH_MAX];
   uint8_t secret[64];
   size_t secret_len;
+  struct hash_hmac tag_key; /* the secret, ready for name tags */
   uint64_t map_bytes;
   Medshard__ChainMeta *meta; /* committed meta, decoded (owned) */
   int poisoned;              /* a failed commit or write: refuse everything */
@@ -48,6 +50,12 @@ struct fsm_txn {
   char alarm[160];
   uint64_t index;            /* Raft index being applied */
   uint64_t now_ms;           /* leader's timestamp of the batch */
+  /* Lookups a run of PutObjects repeats; any other command clears them
+   * (apply_command), so they never outlive a change to nodes or buckets. */
+  uint32_t known_nodes[16];
+  unsigned nknown;
+  char policy_bucket[256];   /* "" or the bucket whose policy follows */
+  uint32_t policy_k, policy_m;
 };
 
 /* Big-endian helpers for table keys. */
@@ -59,6 +67,9 @@ int fsm__get(MDB_txn *txn, const struct chain_fsm *f, enum fsm_table t, const vo
              size_t klen, MDB_val *val);
 int fsm__put(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen, const void *val,
              size_t vlen);
+/* fsm__put of a key above every key in the table (LMDB's fast append). */
+int fsm__append(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen,
+                const void *val, size_t vlen);
 int fsm__del(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen);
 /* Packs a protobuf message and puts it. */
 int fsm__put_msg(struct fsm_txn *x, enum fsm_table t, const void *key, size_t klen,

@@ -4,23 +4,15 @@
  * only the proof. */
 #include "chain-anchor/merkle.h"
 
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <string.h>
 
+#include "chain-anchor/hash.h"
 #include "common/err.h"
 
 void merkle_leaf_hash(const void *data, size_t len, uint8_t out[MERKLE_HASH])
 {
   static const uint8_t prefix = 0x00;
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  unsigned int n = MERKLE_HASH;
-  /* UNTESTED: allocation failure of a 200-byte context; hash nothing sane. */
-  if (ctx == NULL || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
-      !EVP_DigestUpdate(ctx, &prefix, 1) || !EVP_DigestUpdate(ctx, data, len) ||
-      !EVP_DigestFinal_ex(ctx, out, &n))
-    memset(out, 0, MERKLE_HASH);
-  EVP_MD_CTX_free(ctx);
+  hash_sha256(&prefix, 1, data, len, out);
 }
 
 void merkle_node_hash(const uint8_t left[MERKLE_HASH], const uint8_t right[MERKLE_HASH],
@@ -30,12 +22,12 @@ void merkle_node_hash(const uint8_t left[MERKLE_HASH], const uint8_t right[MERKL
   buf[0] = 0x01;
   memcpy(buf + 1, left, MERKLE_HASH);
   memcpy(buf + 1 + MERKLE_HASH, right, MERKLE_HASH);
-  SHA256(buf, sizeof buf, out); /* out may alias left or right: buf holds copies */
+  hash_sha256(buf, sizeof buf, NULL, 0, out); /* out may alias left or right: buf holds copies */
 }
 
 static void empty_root(uint8_t out[MERKLE_HASH])
 {
-  SHA256((const unsigned char *)"", 0, out);
+  hash_sha256("", 0, NULL, 0, out);
 }
 
 void merkle_compact_init(struct merkle_compact *c)

@@ -2,6 +2,8 @@
  * RFC 6962 test vectors (as used by Certificate Transparency) and against a
  * naive recomputation for thousands of leaves. */
 #include <openssl/sha.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -10,6 +12,7 @@
 #include "chain-anchor/anchor.h"
 #include "chain-anchor/block.h"
 #include "chain-anchor/chainfile.h"
+#include "chain-anchor/hash.h"
 #include "chain-anchor/merkle.h"
 #include "common/alloc.h"
 #include "common/err.h"
@@ -362,6 +365,60 @@ static void test_commitment_and_key_tag(void)
   CU_ASSERT_EQUAL(anchor_key_tag(secret, 4, "b", long_key, tag), MSD_EPARAM);
 }
 
+/* hash.h against OpenSSL's one-shot functions, keys short, of a block and
+ * longer than a block (RFC 2104 hashes those first), in this thread and
+ * another (each has its own context). */
+static void *hash_checks(void *arg)
+{
+  uint8_t msg[300], key[100], got[32], want[32];
+  unsigned n;
+  int *bad = arg;
+  for (size_t i = 0; i < sizeof msg; i++)
+    msg[i] = (uint8_t)(i * 7 + 1);
+  for (size_t i = 0; i < sizeof key; i++)
+    key[i] = (uint8_t)(i * 13 + 5);
+  static const size_t lens[] = {0, 1, 55, 64, 65, 300};
+  for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    size_t split = lens[i] / 3;
+    hash_sha256(msg, split, msg + split, lens[i] - split, got);
+    SHA256(msg, lens[i], want);
+    *bad += memcmp(got, want, 32) != 0;
+    static const size_t klens[] = {1, 32, 64, 65, 100};
+    for (size_t k = 0; k < sizeof klens / sizeof klens[0]; k++) {
+      struct hash_hmac h;
+      if (hash_hmac_init(&h, key, klens[k]) != 0) {
+        (*bad)++;
+        continue;
+      }
+      *bad += hash_hmac(&h, msg, split, msg + split, lens[i] - split, got) != 0;
+      HMAC(EVP_sha256(), key, (int)klens[k], msg, lens[i], want, &n);
+      *bad += memcmp(got, want, 32) != 0;
+      hash_hmac_free(&h);
+    }
+  }
+  return NULL;
+}
+
+static void test_hash_matches_openssl(void)
+{
+  int bad = 0, bad_thread = 0;
+  hash_checks(&bad);
+  pthread_t t;
+  CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, hash_checks, &bad_thread), 0);
+  pthread_join(t, NULL);
+  CU_ASSERT_EQUAL(bad, 0);
+  CU_ASSERT_EQUAL(bad_thread, 0);
+  /* The precomputed key gives the same tags as the one-shot path. */
+  struct hash_hmac h;
+  uint8_t a[32], b[32];
+  const uint8_t secret[] = "cluster secret";
+  CU_ASSERT_EQUAL_FATAL(hash_hmac_init(&h, secret, sizeof secret - 1), 0);
+  CU_ASSERT_EQUAL(anchor_key_tag_with(&h, "ct", "x/1.dcm", a), 0);
+  CU_ASSERT_EQUAL(anchor_key_tag(secret, sizeof secret - 1, "ct", "x/1.dcm", b), 0);
+  CU_ASSERT(memcmp(a, b, 32) == 0);
+  hash_hmac_free(&h);
+}
+
 /* ---- blocks and cosignatures ---- */
 
 static void test_block_round_trip_and_hash(void)
@@ -479,6 +536,48 @@ static void test_chain_file_verifies(void)
   test_tmpdir_remove(dir);
 }
 
+/* Buffered appends: sizes and reads include them before they reach the
+ * file; a truncate drops them; a flush writes them in place. */
+static void test_chain_file_buffered(void)
+{
+  const char *dir = test_tmpdir();
+  char path[4200];
+  snprintf(path, sizeof path, "%s/chain", dir);
+  struct chain_file *cf;
+  CU_ASSERT_EQUAL_FATAL(chain_file_open(path, 1, &cf), 0);
+  uint8_t leaf[100], buf[200], kind;
+  size_t len;
+  uint64_t off[3];
+  memset(leaf, 0xab, sizeof leaf);
+  CU_ASSERT_EQUAL(chain_append_leaf(cf, leaf, 10, &off[0]), 0); /* unbuffered */
+  chain_file_buffer(cf, true);
+  CU_ASSERT_EQUAL(chain_append_leaf(cf, leaf, 20, &off[1]), 0);
+  CU_ASSERT_EQUAL(chain_append_leaf(cf, leaf, 30, &off[2]), 0);
+  struct stat st;
+  CU_ASSERT_EQUAL(stat(path, &st), 0);
+  CU_ASSERT_EQUAL((uint64_t)st.st_size, off[1]); /* only the first is on disk */
+  CU_ASSERT_EQUAL(chain_read_record(cf, off[2], &kind, buf, sizeof buf, &len), 0);
+  CU_ASSERT_EQUAL(len, 30);
+  uint8_t all[400];
+  size_t got;
+  CU_ASSERT_EQUAL(chain_file_read(cf, off[0], all, sizeof all, &got), 0);
+  CU_ASSERT_EQUAL(got, chain_file_size(cf) - off[0]); /* spans file and buffer */
+  CU_ASSERT_EQUAL(chain_file_truncate(cf, off[2]), 0); /* drops the third */
+  CU_ASSERT_EQUAL(chain_read_record(cf, off[2], &kind, buf, sizeof buf, &len), MSD_EPARAM);
+  CU_ASSERT_EQUAL(chain_append_leaf(cf, leaf, 40, &off[2]), 0);
+  CU_ASSERT_EQUAL(chain_file_flush(cf), 0);
+  CU_ASSERT_EQUAL(stat(path, &st), 0);
+  CU_ASSERT_EQUAL((uint64_t)st.st_size, chain_file_size(cf));
+  chain_file_close(cf);
+  CU_ASSERT_EQUAL_FATAL(chain_file_open(path, 0, &cf), 0);
+  CU_ASSERT_EQUAL(chain_read_record(cf, off[2], &kind, buf, sizeof buf, &len), 0);
+  CU_ASSERT_EQUAL(len, 40);
+  CU_ASSERT_EQUAL(chain_read_record(cf, off[1], &kind, buf, sizeof buf, &len), 0);
+  CU_ASSERT_EQUAL(len, 20);
+  chain_file_close(cf);
+  test_tmpdir_remove(dir);
+}
+
 /* Flipping any single byte of the file makes verification fail. */
 static void test_chain_detects_any_changed_byte(void)
 {
@@ -563,6 +662,7 @@ static const struct test_case chainfile_tests[] = {
     {"a well-formed chain verifies", test_chain_file_verifies},
     {"any changed byte is detected", test_chain_detects_any_changed_byte},
     {"a rewritten leaf is caught by its block", test_chain_detects_rewritten_leaf},
+    {"buffered appends", test_chain_file_buffered},
     {NULL, NULL}};
 
 static const struct test_case format_tests[] = {
@@ -570,6 +670,7 @@ static const struct test_case format_tests[] = {
     {"content commitment and key tag", test_commitment_and_key_tag},
     {"block header round trip and hash", test_block_round_trip_and_hash},
     {"Ed25519 cosignatures", test_cosignatures},
+    {"SHA-256 and HMAC helpers match OpenSSL", test_hash_matches_openssl},
     {NULL, NULL}};
 
 static const struct test_case merkle_tests[] = {
