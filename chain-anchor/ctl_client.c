@@ -1,6 +1,7 @@
 /* Blocking control-plane client (ctl_client.h): plain sockets with poll()
  * deadlines, frames from proto/wire.h. */
 #include "chain-anchor/ctl_client.h"
+#include "chain-anchor/ctl_auth.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -259,7 +260,15 @@ static void backoff(int attempt)
 int ctl_submit(const char *addr, Medshard__Command **cmds, size_t n, int deadline_ms,
                Medshard__CtlResponse **resp, char *leader, size_t cap)
 {
+  return ctl_submit_auth(addr, cmds, n, deadline_ms, NULL, resp, leader, cap);
+}
+
+int ctl_submit_auth(const char *addr, Medshard__Command **cmds, size_t n, int deadline_ms,
+                    const uint8_t *auth_key, Medshard__CtlResponse **resp, char *leader,
+                    size_t cap)
+{
   uint8_t(*ids)[16] = msd_malloc((n ? n : 1) * sizeof *ids);
+  uint8_t tag[CTL_AUTH_BYTES];
   if (ids == NULL)
     return -ENOMEM;
   ensure_ids(cmds, n, ids);
@@ -268,6 +277,9 @@ int ctl_submit(const char *addr, Medshard__Command **cmds, size_t n, int deadlin
   req.op = MEDSHARD__CTL_OP__CTL_OP_SUBMIT;
   req.commands = cmds;
   req.n_commands = n;
+  /* The tag covers the request ids, so it is made after ensure_ids. */
+  if (auth_key != NULL && ctl_auth_tag(auth_key, cmds, n, tag) == 0)
+    req.node_auth = (ProtobufCBinaryData){sizeof tag, tag};
   /* addr may list several nodes ("a:1,b:2"): on a dead connection try the
    * next, so a client survives the loss of the node it started with. */
   char list[8][128], target[128];

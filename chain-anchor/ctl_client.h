@@ -40,4 +40,10 @@ int ctl_client_call(struct ctl_client *c, const Medshard__CtlRequest *req, int t
 int ctl_submit(const char *addr, Medshard__Command **cmds, size_t n, int deadline_ms,
                Medshard__CtlResponse **resp, char *leader, size_t cap);
 
+/* ctl_submit with the node authentication tag (ctl_auth.h) under
+ * auth_key (CTL_AUTH_BYTES), for senders that hold the cluster secret. */
+int ctl_submit_auth(const char *addr, Medshard__Command **cmds, size_t n, int deadline_ms,
+                    const uint8_t *auth_key, Medshard__CtlResponse **resp, char *leader,
+                    size_t cap);
+
 #endif

@@ -215,11 +215,31 @@ static void own_command(struct node *n, Medshard__Command *cmd, bool is_cut)
     node__fwd_push(n, addr, &cmd, 1);
 }
 
+/* A node whose data directory was wiped with its key comes back with a
+ * new key under an id the cluster map gives another key: its NodeJoin
+ * and every cosignature are refused. Say so loudly, once, and show it in
+ * `chain head` (node->key_problem). */
+static void check_own_key(struct node *n, const uint8_t *rec, size_t len)
+{
+  Medshard__NodeInfo *ni = medshard__node_info__unpack(NULL, len, rec);
+  bool same = ni != NULL && ni->public_key.len == sizeof n->pk &&
+              memcmp(ni->public_key.data, n->pk, sizeof n->pk) == 0;
+  medshard__node_info__free_unpacked(ni, NULL);
+  if (same || ni == NULL || n->key_problem[0] != 0)
+    return;
+  snprintf(n->key_problem, sizeof n->key_problem,
+           "node %u: the cluster map holds another public key for this id, so this node's"
+           " cosignatures are refused; restore its node.key, or remove it and join under a new"
+           " id", n->cfg.node_id);
+  msd_log(MSD_LOG_ERROR, "%s", n->key_problem);
+}
+
 static void tick_join(struct node *n, uint64_t now)
 {
   uint8_t *buf;
   size_t len;
   if (chain_fsm_node(n->fsm, n->cfg.node_id, &buf, &len) == 0) {
+    check_own_key(n, buf, len);
     msd_free(buf);
     return;
   }
@@ -518,7 +538,9 @@ int node_run(const struct node_config *c)
    * (a killed leader, a client that gave up) must cost that connection
    * EPIPE, not the whole node its life. */
   signal(SIGPIPE, SIG_IGN);
-  int rc = node_open(n);
+  int rc = ctl_auth_key(c->secret, c->secret_len, n->auth_key);
+  if (rc == 0)
+    rc = node_open(n);
   bool loop = rc == 0;
   if (rc == 0)
     rc = node__ctl_listen(n);

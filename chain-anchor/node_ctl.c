@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chain-anchor/ctl_auth.h"
 #include "chain-anchor/node_int.h"
 #include "common/alloc.h"
 #include "common/err.h"
@@ -43,7 +44,8 @@ static void conn_close(struct ctl_conn *c, const char *why)
   if (c->closing)
     return;
   if (why != NULL)
-    msd_log(MSD_LOG_WARN, "node %u: control connection closed: %s", c->n->cfg.node_id, why);
+    msd_log(MSD_LOG_WARN, "node %u: control connection from %s closed: %s", c->n->cfg.node_id,
+            c->peer, why);
   c->closing = true;
   if (c->prev != NULL)
     c->prev->next = c->next;
@@ -103,6 +105,14 @@ static void reply_error(struct ctl_conn *c, uint64_t id, int code, const char *m
   node__ctl_reply(c, id, &resp, NULL, 0);
 }
 
+/* A request refused before it touched anything: logged, answered. */
+static void refuse(struct ctl_conn *c, uint64_t id, int code, const char *why)
+{
+  msd_log(MSD_LOG_WARN, "node %u: refused a request from %s: %s", c->n->cfg.node_id, c->peer,
+          why);
+  reply_error(c, id, code, why);
+}
+
 static void fill_head(struct node *n, Medshard__ChainHead *ch, struct chain_head *h)
 {
   static char *const state[] = {"unavailable", "follower", "candidate", "leader"};
@@ -120,7 +130,7 @@ static void fill_head(struct node *n, Medshard__ChainHead *ch, struct chain_head
   ch->root = (ProtobufCBinaryData){MERKLE_HASH, h->root};
   ch->epoch = h->epoch;
   ch->voters = h->voters;
-  ch->alarm = h->alarm;
+  ch->alarm = h->alarm[0] != 0 ? h->alarm : n->key_problem;
   int s = raft_state(&n->raft);
   ch->raft_state = state[s >= 0 && s <= 3 ? s : 0];
   ch->leader_id = (uint32_t)leader;
@@ -190,12 +200,42 @@ static void free_response_parts(Medshard__CtlResponse *resp)
   msd_free(resp->nodes);
 }
 
+/* Why a submit may not be taken from this sender, or NULL. CutBlock is
+ * only ever made by the leader's own tick (a client's could halt every
+ * node with a false divergence alarm); commands that change the cluster
+ * map need the node authentication tag. */
+static const char *submit_problem(struct node *n, const Medshard__CtlRequest *r, int *code)
+{
+  bool needs_auth = false;
+  *code = MSD_EPARAM;
+  if (r->n_commands == 0 || r->n_commands > NODE_BATCH_MAX)
+    return "a submit carries 1 to 4096 commands";
+  for (size_t i = 0; i < r->n_commands; i++) {
+    const Medshard__Command *cmd = r->commands[i];
+    if (cmd->request_id.len != 0 && cmd->request_id.len != 16)
+      return "request ids must be empty or 16 bytes";
+    if (cmd->body_case == MEDSHARD__COMMAND__BODY__NOT_SET)
+      return "a command without a body";
+    if (cmd->body_case == MEDSHARD__COMMAND__BODY_CUT_BLOCK) {
+      *code = MSD_EDENIED;
+      return "CutBlock is made by the leader itself, never taken from the control port";
+    }
+    needs_auth = needs_auth || ctl_auth_needed(cmd);
+  }
+  if (needs_auth && !ctl_auth_ok(n->auth_key, r->commands, r->n_commands, r->node_auth.data,
+                                 r->node_auth.len)) {
+    *code = MSD_EDENIED;
+    return "NodeJoin and NodeState need the node authentication tag (the cluster secret)";
+  }
+  return NULL;
+}
+
 static void do_submit(struct ctl_conn *c, uint64_t id, Medshard__CtlRequest *r)
 {
   int code;
-  const char *why;
-  if (r->n_commands == 0 || r->n_commands > NODE_BATCH_MAX) {
-    reply_error(c, id, MSD_EPARAM, "a submit carries 1 to 4096 commands");
+  const char *why = submit_problem(c->n, r, &code);
+  if (why != NULL) {
+    refuse(c, id, code, why);
     return;
   }
   if (!node__can_write(c->n, &code, &why)) {
@@ -204,8 +244,7 @@ static void do_submit(struct ctl_conn *c, uint64_t id, Medshard__CtlRequest *r)
   }
   int rc = node__submit(c->n, c, id, r->commands, r->n_commands, false);
   if (rc != 0)
-    reply_error(c, id, rc, rc == MSD_EPARAM ? "request ids must be empty or 16 bytes"
-                                            : msd_strerror(rc));
+    refuse(c, id, rc, msd_strerror(rc));
 }
 
 /* GET_PROOF and GET_CHAIN answer with raw payload bytes. */
@@ -257,7 +296,7 @@ static void dispatch(struct ctl_conn *c, uint64_t id, Medshard__CtlRequest *r)
     resp.code = get_nodes(n, &resp);
     break;
   default:
-    reply_error(c, id, MSD_EPARAM, "unknown control operation");
+    refuse(c, id, MSD_EPARAM, "unknown control operation");
     return;
   }
   if (resp.code != 0)
@@ -275,8 +314,15 @@ static bool parse_frames(struct ctl_conn *c)
   while (ok && c->in_len - off >= WIRE_HEADER_BYTES) {
     struct wire_header h;
     const char *why;
-    if (wire_decode(c->in + off, NODE_CTL_PAYLOAD_MAX, &h, &why) != 0 || h.kind != WIRE_REQUEST) {
-      conn_close(c, why ? why : "response frame sent to a server");
+    int rc = wire_decode(c->in + off, NODE_CTL_PAYLOAD_MAX, &h, &why);
+    if (rc == 0 && h.kind != WIRE_REQUEST)
+      rc = MSD_EFRAME, why = "response frame sent to a server";
+    if (rc != 0) {
+      /* A frame of our magic and version can be answered by its id; any
+       * other stream is not ours to talk to. */
+      if (rc == MSD_EFRAME && memcmp(c->in + off, "MSDF", 4) == 0)
+        reply_error(c, h.request_id, MSD_EFRAME, why);
+      conn_close(c, why);
       return false;
     }
     size_t need = WIRE_HEADER_BYTES + h.msg_len + h.payload_len;
@@ -326,12 +372,29 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
   struct ctl_conn *c = s->data;
   (void)buf;
   if (nread < 0) {
-    conn_close(c, nread == UV_EOF ? NULL : uv_strerror((int)nread));
+    conn_close(c, nread == UV_ENOBUFS ? "out of memory for the connection buffer"
+                  : nread != UV_EOF   ? uv_strerror((int)nread)
+                  : c->in_len > 0     ? "peer closed in the middle of a frame"
+                                      : NULL);
     return;
   }
+  /* A full buffer is grown by alloc_cb before the next read; parse_frames
+   * leaves less than one bounded frame, which CONN_BUFFER_MAX holds. */
   c->in_len += (size_t)nread;
-  if (parse_frames(c) && c->in_len == c->in_cap)
-    conn_close(c, "frame larger than the connection buffer"); /* UNTESTED: bounds prevent it */
+  parse_frames(c);
+}
+
+static void peer_name(struct ctl_conn *c)
+{
+  struct sockaddr_storage sa;
+  int len = sizeof sa;
+  char ip[48] = "?";
+  int port = 0;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family == AF_INET) {
+    uv_ip4_name((const struct sockaddr_in *)&sa, ip, sizeof ip);
+    port = ntohs(((const struct sockaddr_in *)&sa)->sin_port);
+  }
+  snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
 }
 
 static void accept_cb(uv_stream_t *server, int status)
@@ -351,6 +414,7 @@ static void accept_cb(uv_stream_t *server, int status)
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  peer_name(c);
   c->next = n->conns;
   if (n->conns)
     n->conns->prev = c;

@@ -12,13 +12,14 @@
 
 #define FWD_QUEUE_MAX 256
 
-static void send_item(struct fwd_item *it)
+static void send_item(const struct forwarder *f, struct fwd_item *it)
 {
   Medshard__CtlRequest *req = medshard__ctl_request__unpack(NULL, it->len, it->req);
   Medshard__CtlResponse *resp = NULL;
   if (req == NULL)
     return; /* UNTESTED: we packed it ourselves */
-  int rc = ctl_submit(it->addr, req->commands, req->n_commands, 3000, &resp, NULL, 0);
+  int rc = ctl_submit_auth(it->addr, req->commands, req->n_commands, 3000, f->auth_key, &resp,
+                           NULL, 0);
   if (rc != 0)
     msd_log(MSD_LOG_DEBUG, "forward to %s: %d", it->addr, rc);
   if (resp != NULL)
@@ -41,7 +42,7 @@ static void *fwd_main(void *arg)
       f->tail = NULL;
     f->queued--;
     pthread_mutex_unlock(&f->mu);
-    send_item(it);
+    send_item(f, it);
     msd_free(it->req);
     msd_free(it);
     pthread_mutex_lock(&f->mu);
@@ -53,6 +54,7 @@ static void *fwd_main(void *arg)
 int node__fwd_start(struct node *n)
 {
   struct forwarder *f = &n->fwd;
+  memcpy(f->auth_key, n->auth_key, sizeof f->auth_key);
   pthread_mutex_init(&f->mu, NULL);
   pthread_cond_init(&f->cv, NULL);
   int rc = pthread_create(&f->thread, NULL, fwd_main, f);

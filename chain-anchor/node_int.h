@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "chain-anchor/block.h"
+#include "chain-anchor/ctl_auth.h"
 #include "chain-anchor/fsm.h"
 #include "chain-anchor/node.h"
 #include "chain-anchor/raftfsm.h"
@@ -31,6 +32,7 @@ struct ctl_conn {
   size_t in_len, in_cap;
   int refs;          /* the handle itself + pending submissions */
   bool closing;
+  char peer[64];     /* "ip:port", for log lines */
   struct ctl_conn *next, *prev;
 };
 
@@ -72,6 +74,7 @@ struct forwarder {
   struct fwd_item *head, *tail;
   size_t queued;
   bool stop, started;
+  uint8_t auth_key[CTL_AUTH_BYTES]; /* tags forwarded NodeJoins */
 };
 
 struct node {
@@ -83,6 +86,8 @@ struct node {
   struct chain_raft_fsm rf;
   struct chain_fsm *fsm;
   uint8_t pk[BLOCK_PUBKEY_BYTES], sk[BLOCK_SECKEY_BYTES];
+  uint8_t auth_key[CTL_AUTH_BYTES]; /* from the cluster secret (ctl_auth.h) */
+  char key_problem[256];            /* set when the map holds another key for us */
   uv_tcp_t listener;
   uv_timer_t tick, flush;
   uv_signal_t sigterm, sigint;

@@ -43,7 +43,8 @@
   X(MSD_ENOTLEADER, "this node is not the Raft leader; retry on the leader")   \
   X(MSD_EFRAME, "malformed frame")                                             \
   X(MSD_ETIMEDOUT, "timed out")                                                \
-  X(MSD_EUNAVAILABLE, "cluster unavailable: no leader reachable")
+  X(MSD_EUNAVAILABLE, "cluster unavailable: no leader reachable")             \
+  X(MSD_EDENIED, "not permitted from this sender")
 
 #define MSD_ERR_BASE (-10000)
 

@@ -37,6 +37,7 @@ int wire_decode(const uint8_t in[WIRE_HEADER_BYTES], uint32_t payload_max, struc
 {
   const char *w = NULL;
   int rc = MSD_EFRAME;
+  h->request_id = get(in + 8, 8); /* lets the receiver address an error */
   if (get(in, 4) != WIRE_MAGIC)
     w = "bad magic (not a medshard frame)";
   else if (in[4] != WIRE_VERSION)
@@ -54,7 +55,6 @@ int wire_decode(const uint8_t in[WIRE_HEADER_BYTES], uint32_t payload_max, struc
   if (w != NULL)
     return rc;
   h->kind = in[5];
-  h->request_id = get(in + 8, 8);
   h->msg_len = (uint32_t)get(in + 16, 4);
   h->payload_len = (uint32_t)get(in + 20, 4);
   return 0;

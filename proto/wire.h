@@ -28,7 +28,8 @@ void wire_encode(const struct wire_header *h, uint8_t out[WIRE_HEADER_BYTES]);
 /* Parses 24 header bytes and bounds the lengths: msg_len <= WIRE_MSG_MAX,
  * payload_len <= payload_max. 0, MSD_EFRAME (bad magic, kind, reserved
  * bits, or a length over its bound) or MSD_EVERSION. `why` (may be NULL)
- * receives a static sentence for the log. */
+ * receives a static sentence for the log. h->request_id is set even on
+ * failure; the rest of *h only on success. */
 int wire_decode(const uint8_t in[WIRE_HEADER_BYTES], uint32_t payload_max, struct wire_header *h,
                 const char **why);
 

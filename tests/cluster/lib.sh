@@ -5,7 +5,7 @@ set -u
 T0=$(date +%s)
 PASS=0
 FAIL=0
-WORK=$(mktemp -d /tmp/medshard-cluster-XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/medshard-cluster-XXXXXX")
 declare -A PID
 
 ok()   { PASS=$((PASS + 1)); echo "PASS: $*"; }
@@ -29,12 +29,28 @@ cluster_init() {
   done
 }
 
+# start_node I: node I in the background, log in $WORK/nI.log. NODE_CONFIG
+# (optional) names an INI file read before the flags (for keys that have
+# no flag, e.g. snapshot_threshold).
 start_node() {
   local i=$1
-  "$MEDSHARD" node --id "$i" --dir "$WORK/n$i" --raft "${RAFT[$i]}" --control "${CTL[$i]}" \
+  "$MEDSHARD" node ${NODE_CONFIG:+--config "$NODE_CONFIG"} --id "$i" --dir "$WORK/n$i" \
+    --raft "${RAFT[$i]}" --control "${CTL[$i]}" \
     --secret "$SECRET" "${PEERS[@]}" --cut-ms "${CUT_MS:-100}" \
     >>"$WORK/n$i.log" 2>&1 &
   PID[$i]=$!
+}
+
+# node_alive I: node I's process is still running. If it is not, prints
+# how it ended (exit 141 = SIGPIPE, 134 = abort, 139 = SIGSEGV).
+node_alive() {
+  local i=$1 p=${PID[$1]:-}
+  [ -n "$p" ] || { echo "node $i is not running (not started or stopped)"; return 1; }
+  kill -0 "$p" 2>/dev/null && return 0
+  wait "$p" 2>/dev/null
+  echo "node $i (pid $p) died: exit status $?"
+  PID[$i]=""
+  return 1
 }
 
 stop_node() { # SIGTERM, then SIGKILL after 10 s
