@@ -23,6 +23,7 @@ enum fsm_table {
   T_BLOCKS,      /* height (8, BE) -> BlockRecord */
   T_LEAVES,      /* leaf index (8, BE) -> chain file offset (8, BE) */
   T_NODE_SHARDS, /* node id (4) | object id (16) | shard index (1) -> "" */
+  T_ENTRIES,     /* Raft index (8, BE) -> XXH3-128 of the entry (16), recent ones */
   T_COUNT
 };
 
