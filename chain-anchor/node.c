@@ -452,8 +452,11 @@ static int start_raft(struct node *n)
 {
   char path[600];
   snprintf(path, sizeof path, "%s/raft", n->cfg.dir);
-  if (mkdir(path, 0700) != 0 && errno != EEXIST)
-    return -errno;
+  if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+    int rc = -errno;
+    msd_log(MSD_LOG_ERROR, "node %u: cannot create %s: %s", n->cfg.node_id, path, strerror(-rc));
+    return rc;
+  }
   int rc = raft_uv_tcp_init(&n->transport, &n->loop);
   if (rc == 0)
     rc = raft_uv_init(&n->io, &n->loop, path, &n->transport);
@@ -493,12 +496,36 @@ static int start_raft(struct node *n)
   return 0;
 }
 
+/* mkdir -p: a data directory's parents are made as a daemon's user
+ * expects (`--dir var/n1` in a fresh checkout). 0 or -errno. */
+static int make_dirs(const char *dir)
+{
+  char path[600];
+  snprintf(path, sizeof path, "%s", dir);
+  for (char *p = path + 1; *p != 0; p++) {
+    if (*p != '/')
+      continue;
+    *p = 0;
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+      return -errno;
+    *p = '/';
+  }
+  return mkdir(path, 0700) != 0 && errno != EEXIST ? -errno : 0;
+}
+
 static int node_open(struct node *n)
 {
   char path[600];
-  if (mkdir(n->cfg.dir, 0700) != 0 && errno != EEXIST)
-    return -errno;
-  int rc = load_key(n);
+  int rc = make_dirs(n->cfg.dir);
+  if (rc != 0) {
+    msd_log(MSD_LOG_ERROR, "node %u: cannot create data directory %s: %s", n->cfg.node_id,
+            n->cfg.dir, strerror(-rc));
+    return rc;
+  }
+  rc = load_key(n);
+  if (rc != 0 && rc != MSD_ECORRUPT) /* a damaged key said so already */
+    msd_log(MSD_LOG_ERROR, "node %u: cannot load or create %s/node.key: %s", n->cfg.node_id,
+            n->cfg.dir, msd_strerror(rc));
   snprintf(path, sizeof path, "%s/chain", n->cfg.dir);
   struct chain_fsm_config fc = {.dir = path, .secret = n->cfg.secret,
                                 .secret_len = n->cfg.secret_len};

@@ -17,6 +17,8 @@ static void usage(FILE *f)
              "                 erasure-coding throughput against raw ISA-L\n"
              "  bench store --dir DIR [--size BYTES] [--json]\n"
              "                 shard store writes and reads against fio\n"
+             "  bench anchor --nodes N | --node ADDRS [--count N] [--clients C] [--batch B]\n"
+             "                 side-chain anchors/s sealed against raw libraft, proof figures\n"
              "  node [--config FILE] [flags]\n"
              "                 run a storage node (Raft voter or standby, chain, control plane)\n"
              "  bucket create NAME --ec K+M [--unit BYTES]\n"
@@ -34,7 +36,7 @@ static void usage(FILE *f)
 static int cmd_bench(int argc, char **argv)
 {
   if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-    fprintf(argc < 2 ? stderr : stdout, "usage: medshard bench ec|store [options]\n"
+    fprintf(argc < 2 ? stderr : stdout, "usage: medshard bench ec|store|anchor [options]\n"
                                         "benchmarks: ec, store, anchor\n");
     return argc < 2 ? 2 : 0;
   }
