@@ -24,6 +24,7 @@
 #include "bench/bench_anchor_int.h"
 #include "bench/bench_raft.h"
 #include "chain-anchor/ctl_client.h"
+#include "chain-anchor/ctl_ops.h"
 #include "common/err.h"
 
 #define READY_WAIT_S 30.0 /* bound on start-up: election plus every NodeJoin */
@@ -251,22 +252,8 @@ int ba_cluster_start(struct ba_cluster *c, double timeout_s)
 
 int ba_cluster_bucket(const struct ba_cluster *c, const char *name, unsigned k, unsigned m)
 {
-  Medshard__ErasurePolicy pol = MEDSHARD__ERASURE_POLICY__INIT;
-  Medshard__Bucket b = MEDSHARD__BUCKET__INIT;
-  Medshard__CreateBucket cb = MEDSHARD__CREATE_BUCKET__INIT;
-  Medshard__Command cmd = MEDSHARD__COMMAND__INIT, *cp = &cmd;
   Medshard__CtlResponse *r;
-  pol.format_version = 1;
-  pol.k = k;
-  pol.m = m;
-  pol.unit = 1 << 20;
-  b.format_version = 1;
-  b.name = (char *)name;
-  b.policy = &pol;
-  cb.bucket = &b;
-  cmd.body_case = MEDSHARD__COMMAND__BODY_CREATE_BUCKET;
-  cmd.create_bucket = &cb;
-  int rc = ctl_submit(c->addrs, &cp, 1, 15000, &r, NULL, 0);
+  int rc = ctl_create_bucket(c->addrs, name, k, m, 1 << 20, &r);
   if (rc != 0) {
     fprintf(stderr, "bench anchor: creating bucket %s: %s\n", name, msd_strerror(rc));
     return rc;

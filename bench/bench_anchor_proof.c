@@ -15,6 +15,7 @@
 #include "chain-anchor/anchor.h"
 #include "chain-anchor/block.h"
 #include "chain-anchor/ctl_client.h"
+#include "chain-anchor/ctl_ops.h"
 #include "chain-anchor/merkletree.h"
 #include "chain-anchor/proof.h"
 #include "common/alloc.h"
@@ -271,21 +272,7 @@ int ba_proof_local(const char *dir, uint64_t leaves, unsigned voters, struct ba_
 static int call(const char *addrs, Medshard__CtlRequest *q, Medshard__CtlResponse **resp,
                 uint8_t **payload, size_t *plen)
 {
-  char one[128];
-  int rc = MSD_EPARAM;
-  q->format_version = 1;
-  for (const char *p = addrs; p != NULL && *p != 0;) {
-    struct ctl_client *c = NULL;
-    size_t len = strcspn(p, ",");
-    snprintf(one, sizeof one, "%.*s", (int)(len < 127 ? len : 127), p);
-    rc = ctl_client_connect(one, 3000, &c);
-    if (rc == 0)
-      rc = ctl_client_call(c, q, 10000, resp, payload, plen);
-    ctl_client_close(c);
-    if (rc == 0)
-      break;
-    p = p[len] == ',' ? p + len + 1 : NULL;
-  }
+  int rc = ctl_call_any(addrs, q, 10000, resp, payload, plen);
   if (rc == 0 && (*resp)->code != 0) {
     rc = (*resp)->code;
     medshard__ctl_response__free_unpacked(*resp, NULL);
@@ -295,28 +282,6 @@ static int call(const char *addrs, Medshard__CtlRequest *q, Medshard__CtlRespons
   return rc;
 }
 
-/* The cluster map's keys, as `medshard chain keys` writes them. */
-static int cluster_keys(const char *addr, struct chain_key *keys, size_t cap, size_t *n)
-{
-  Medshard__CtlRequest q = MEDSHARD__CTL_REQUEST__INIT;
-  Medshard__CtlResponse *r;
-  q.op = MEDSHARD__CTL_OP__CTL_OP_GET_NODES;
-  int rc = call(addr, &q, &r, NULL, NULL);
-  if (rc != 0)
-    return rc;
-  *n = 0;
-  for (size_t i = 0; i < r->n_nodes && *n < cap; i++) {
-    const Medshard__NodeInfo *ni = r->nodes[i];
-    if (ni->public_key.len != BLOCK_PUBKEY_BYTES)
-      continue;
-    keys[*n].node_id = ni->node_id;
-    keys[*n].voter = ni->role == MEDSHARD__NODE_ROLE__NODE_ROLE_VOTER;
-    memcpy(keys[*n].pk, ni->public_key.data, BLOCK_PUBKEY_BYTES);
-    (*n)++;
-  }
-  medshard__ctl_response__free_unpacked(r, NULL);
-  return 0;
-}
 
 int ba_proof_cluster(const char *addr, uint64_t leaf, struct ba_bundle *out)
 {
@@ -327,7 +292,7 @@ int ba_proof_cluster(const char *addr, uint64_t leaf, struct ba_bundle *out)
   q.op = MEDSHARD__CTL_OP__CTL_OP_GET_PROOF;
   q.leaf_index = leaf;
   out->keys = msd_calloc(64, sizeof *out->keys);
-  int rc = out->keys == NULL ? -ENOMEM : cluster_keys(addr, out->keys, 64, &out->nkeys);
+  int rc = out->keys == NULL ? -ENOMEM : ctl_fetch_keys(addr, out->keys, 64, &out->nkeys);
   if (rc == 0 && (rc = call(addr, &q, &r, &out->bytes, &out->len)) == 0)
     medshard__ctl_response__free_unpacked(r, NULL);
   Medshard__ProofBundle *pb =

@@ -11,6 +11,7 @@
 #include "chain-anchor/block.h"
 #include "chain-anchor/chainfile.h"
 #include "chain-anchor/ctl_client.h"
+#include "chain-anchor/ctl_ops.h"
 #include "chain-anchor/proof.h"
 #include "cli/cli.h"
 #include "common/alloc.h"
@@ -172,22 +173,11 @@ static int chain_show(const struct chain_opts *o, int argc, char **argv)
 /* The cluster map's keys, as a trusted keys file would list them. */
 static int fetch_keys(const char *node, struct chain_key *keys, size_t cap, size_t *n)
 {
-  Medshard__CtlRequest req = request(MEDSHARD__CTL_OP__CTL_OP_GET_NODES);
-  Medshard__CtlResponse *r;
-  if (call(node, &req, &r, NULL, NULL) != 0)
-    return 1;
-  *n = 0;
-  for (size_t i = 0; i < r->n_nodes && *n < cap; i++) {
-    const Medshard__NodeInfo *ni = r->nodes[i];
-    if (ni->public_key.len != BLOCK_PUBKEY_BYTES)
-      continue;
-    keys[*n].node_id = ni->node_id;
-    keys[*n].voter = ni->role == MEDSHARD__NODE_ROLE__NODE_ROLE_VOTER;
-    memcpy(keys[*n].pk, ni->public_key.data, BLOCK_PUBKEY_BYTES);
-    (*n)++;
-  }
-  medshard__ctl_response__free_unpacked(r, NULL);
-  return 0;
+  int rc = ctl_fetch_keys(node, keys, cap, n);
+  if (rc != 0)
+    fprintf(stderr, "medshard: cannot read the cluster's keys from %s: %s\n", node,
+            msd_strerror(rc));
+  return rc == 0 ? 0 : 1;
 }
 
 static int chain_keys(const struct chain_opts *o)
@@ -485,22 +475,8 @@ int cmd_bucket(int argc, char **argv)
   }
   if ((node = cli_cluster(node, "bucket")) == NULL)
     return 2;
-  Medshard__ErasurePolicy pol = MEDSHARD__ERASURE_POLICY__INIT;
-  Medshard__Bucket b = MEDSHARD__BUCKET__INIT;
-  Medshard__CreateBucket cb = MEDSHARD__CREATE_BUCKET__INIT;
-  Medshard__Command cmd = MEDSHARD__COMMAND__INIT, *cp = &cmd;
-  pol.format_version = 1;
-  pol.k = (uint32_t)k;
-  pol.m = (uint32_t)m;
-  pol.unit = (uint32_t)unit;
-  b.format_version = 1;
-  b.name = (char *)name;
-  b.policy = &pol;
-  cb.bucket = &b;
-  cmd.body_case = MEDSHARD__COMMAND__BODY_CREATE_BUCKET;
-  cmd.create_bucket = &cb;
   Medshard__CtlResponse *r;
-  int rc = ctl_submit(node, &cp, 1, 15000, &r, NULL, 0);
+  int rc = ctl_create_bucket(node, name, (uint32_t)k, (uint32_t)m, (uint32_t)unit, &r);
   if (rc != 0) {
     fprintf(stderr, "medshard bucket create: cluster at %s: %s\n", node, msd_strerror(rc));
     return 1;
