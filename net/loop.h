@@ -1,0 +1,73 @@
+/* The data plane's network loop (docs/dataplane.md): one thread, one
+ * io_uring, a listening TCP socket, and connections that speak the framing
+ * of proto/wire.h. A request's payload is received straight into a buffer
+ * of the loop's fixed pool; a connection that finds the pool empty waits
+ * (FIFO) instead of allocating, so memory does not grow with clients or
+ * object sizes. A connection handles one request at a time: after a
+ * request is handed to the handler it reads nothing more until the
+ * handler's reply has been sent. A frame that breaks the rules (bad
+ * magic, version or kind, a length over its bound) is logged and its
+ * connection closed; nothing else is touched. Answering such frames with an
+ * error message is the RPC layer's job once its messages exist. */
+#ifndef MSD_NET_LOOP_H
+#define MSD_NET_LOOP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct net_opts {
+  const char *listen;     /* "HOST:PORT" on IPv4; port 0 picks a free one */
+  unsigned pool_buffers;  /* payload buffers in the pool; default 64 */
+  size_t buffer_bytes;    /* bytes each, also the payload bound; default 1 MiB */
+  unsigned max_conns;     /* connections at once; default 1024 */
+};
+
+struct net_loop;
+struct net_conn;
+
+/* A complete request. msg and payload stay valid until the reply is sent
+ * (or the connection closes). */
+struct net_request {
+  uint64_t id;
+  const uint8_t *msg;
+  size_t msg_len;
+  const uint8_t *payload;
+  size_t payload_len;
+};
+
+/* Called on the loop's thread for each request; it must call net_reply or
+ * net_close for c before it returns. (Replies that wait for disk or for
+ * another node come with the shard RPCs, which will complete them from
+ * the loop's own completions.) */
+typedef void (*net_handler)(void *ctx, struct net_conn *c, const struct net_request *r);
+
+/* Binds and listens. *out owned by the caller (net_loop_destroy, after
+ * net_loop_run returned). 0, MSD_EPARAM (bad address), -errno. */
+int net_loop_create(const struct net_opts *o, net_handler h, void *ctx, struct net_loop **out);
+void net_loop_destroy(struct net_loop *l);
+uint16_t net_loop_port(const struct net_loop *l);
+
+/* Serves until net_loop_stop; closes every connection before returning.
+ * 0 or -errno from io_uring itself. */
+int net_loop_run(struct net_loop *l);
+
+/* From any thread. */
+void net_loop_stop(struct net_loop *l);
+
+/* Sends the response frame for request id: msg (<= 64 KiB) then payload
+ * (<= buffer_bytes), copied, so the caller's memory is free on return.
+ * Then the connection reads its next request. 0, MSD_EPARAM (too large:
+ * the connection is closed), or -ENOMEM. */
+int net_reply(struct net_conn *c, uint64_t id, const uint8_t *msg, size_t msg_len,
+              const uint8_t *payload, size_t payload_len);
+
+/* Closes c, logging why (NULL: an orderly close, not logged). */
+void net_close(struct net_conn *c, const char *why);
+
+struct net_stats {
+  uint64_t accepted, requests, bad_frames, buffer_waits, refused_conns;
+  unsigned conns, pool_free;
+};
+void net_loop_stats(const struct net_loop *l, struct net_stats *out);
+
+#endif
