@@ -248,6 +248,8 @@ static void test_bad_options(void)
   CU_ASSERT_EQUAL(net_loop_create(&o, echo, NULL, &l), MSD_EPARAM);
 }
 
+extern const struct test_case shard_rpc_tests[]; /* test_shard_rpc.c */
+
 int main(void)
 {
   static const struct test_case tests[] = {
@@ -257,7 +259,7 @@ int main(void)
       {"stop with connections open", test_stop_with_connections_open},
       {"bad options", test_bad_options},
       {NULL, NULL}};
-  static const char *const names[] = {"net loop", NULL};
-  static const struct test_case *const suites[] = {tests};
+  static const char *const names[] = {"net loop", "shard rpc", NULL};
+  static const struct test_case *const suites[] = {tests, shard_rpc_tests};
   return test_run("test_net", names, suites);
 }

@@ -1,0 +1,312 @@
+/* Shard RPCs (net/shard_rpc.h) served by a real data loop over a real
+ * store in a temporary directory, driven by a blocking client on
+ * 127.0.0.1: write, seal, stat and read a shard; retries; refusals; a
+ * byte corrupted on disk comes back as MSD_ECHECKSUM, never as data. */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "common/err.h"
+#include "net/loop.h"
+#include "net/shard_rpc.h"
+#include "proto/medshard.pb-c.h"
+#include "proto/wire.h"
+#include "testutil.h"
+
+#define BOUND (1u << 20)
+
+struct rig {
+  char dir[4096];
+  struct store *store;
+  struct shard_rpc *rpc;
+  struct net_loop *l;
+  pthread_t t;
+  int fd;
+};
+
+static void *serve(void *arg)
+{
+  net_loop_run(arg);
+  return NULL;
+}
+
+static void rig_up(struct rig *g)
+{
+  snprintf(g->dir, sizeof g->dir, "%s", test_tmpdir());
+  struct store_opts so = {.create = true, .segment_size = 8u << 20, .reserve_bytes = 1u << 20};
+  CU_ASSERT_EQUAL_FATAL(store_open(g->dir, &so, &g->store), 0);
+  CU_ASSERT_EQUAL_FATAL(shard_rpc_create(g->store, 4, 60000, BOUND, &g->rpc), 0);
+  struct net_opts o = {.listen = "127.0.0.1:0", .pool_buffers = 4, .buffer_bytes = BOUND};
+  CU_ASSERT_EQUAL_FATAL(net_loop_create(&o, shard_rpc_handle, g->rpc, &g->l), 0);
+  CU_ASSERT_EQUAL_FATAL(pthread_create(&g->t, NULL, serve, g->l), 0);
+  g->fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(net_loop_port(g->l))};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  struct timeval tv = {10, 0};
+  setsockopt(g->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  CU_ASSERT_EQUAL_FATAL(connect(g->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+}
+
+static void rig_down(struct rig *g)
+{
+  close(g->fd);
+  net_loop_stop(g->l);
+  pthread_join(g->t, NULL);
+  net_loop_destroy(g->l);
+  shard_rpc_destroy(g->rpc);
+  store_close(g->store);
+  test_tmpdir_remove(g->dir);
+}
+
+static bool io_all(int fd, void *buf, size_t len, bool out)
+{
+  for (size_t done = 0; done < len;) {
+    ssize_t n = out ? send(fd, (char *)buf + done, len - done, MSG_NOSIGNAL)
+                    : recv(fd, (char *)buf + done, len - done, 0);
+    if (n <= 0)
+      return false;
+    done += (size_t)n;
+  }
+  return true;
+}
+
+/* One request; the response's code (or -1 on a transport failure), its
+ * size, and up to cap payload bytes into data. */
+static int call(struct rig *g, Medshard__DataRequest *q, const void *payload, size_t plen,
+                uint64_t *size, uint8_t *data, size_t cap, size_t *got)
+{
+  static uint64_t next_id = 1;
+  q->format_version = 1;
+  size_t mlen = medshard__data_request__get_packed_size(q);
+  uint8_t *out = malloc(WIRE_HEADER_BYTES + mlen + plen);
+  struct wire_header h = {.kind = WIRE_REQUEST, .request_id = next_id++, .msg_len = (uint32_t)mlen,
+                          .payload_len = (uint32_t)plen};
+  wire_encode(&h, out);
+  medshard__data_request__pack(q, out + WIRE_HEADER_BYTES);
+  if (plen > 0)
+    memcpy(out + WIRE_HEADER_BYTES + mlen, payload, plen);
+  bool ok = io_all(g->fd, out, WIRE_HEADER_BYTES + mlen + plen, true);
+  free(out);
+  uint8_t hdr[WIRE_HEADER_BYTES];
+  struct wire_header rh;
+  if (!ok || !io_all(g->fd, hdr, sizeof hdr, false) || wire_decode(hdr, BOUND, &rh, NULL) != 0 ||
+      rh.request_id != h.request_id)
+    return -1;
+  uint8_t *body = malloc(rh.msg_len + rh.payload_len + 1);
+  if (!io_all(g->fd, body, rh.msg_len + rh.payload_len, false)) {
+    free(body);
+    return -1;
+  }
+  Medshard__DataResponse *r = medshard__data_response__unpack(NULL, rh.msg_len, body);
+  int code = r ? r->code : -1;
+  if (size != NULL && r != NULL)
+    *size = r->size;
+  if (data != NULL) {
+    *got = rh.payload_len < cap ? rh.payload_len : cap;
+    memcpy(data, body + rh.msg_len, *got);
+  }
+  medshard__data_response__free_unpacked(r, NULL);
+  free(body);
+  return code;
+}
+
+static void fill(uint8_t *b, size_t n, uint64_t salt)
+{
+  struct test_rng r = test_rng_for(salt);
+  test_rng_fill(&r, b, n);
+}
+
+static Medshard__DataRequest req(Medshard__DataOp op, uint8_t *oid, uint32_t index)
+{
+  Medshard__DataRequest q = MEDSHARD__DATA_REQUEST__INIT;
+  q.op = op;
+  q.object_id = (ProtobufCBinaryData){16, oid};
+  q.shard_index = index;
+  return q;
+}
+
+static void digest_of(const uint8_t *b, size_t n, uint8_t out[16])
+{
+  XXH128_hash_t h = XXH3_128bits(b, n);
+  for (int i = 0; i < 8; i++) {
+    out[i] = (uint8_t)(h.high64 >> (56 - 8 * i));
+    out[8 + i] = (uint8_t)(h.low64 >> (56 - 8 * i));
+  }
+}
+
+/* Writes `n` bytes of shard (oid, 2) in appends of `step`, seals it. */
+static int write_shard(struct rig *g, uint8_t *oid, const uint8_t *data, size_t n, size_t step)
+{
+  Medshard__DataRequest q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_OPEN, oid, 2);
+  int rc = call(g, &q, NULL, 0, NULL, NULL, 0, NULL);
+  for (size_t off = 0; rc == 0 && off < n; off += step) {
+    q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_APPEND, oid, 2);
+    q.offset = off;
+    rc = call(g, &q, data + off, n - off < step ? n - off : step, NULL, NULL, 0, NULL);
+  }
+  uint8_t d[16];
+  digest_of(data, n, d);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_SEAL, oid, 2);
+  q.digest = (ProtobufCBinaryData){16, d};
+  return rc == 0 ? call(g, &q, NULL, 0, NULL, NULL, 0, NULL) : rc;
+}
+
+static void test_write_seal_read(void)
+{
+  struct rig g;
+  rig_up(&g);
+  size_t n = 3u << 20;
+  uint8_t *data = malloc(n), *back = malloc(BOUND), oid[16];
+  fill(data, n, 7);
+  memset(oid, 0x11, sizeof oid);
+  CU_ASSERT_EQUAL(write_shard(&g, oid, data, n, BOUND), 0);
+  uint64_t size = 0;
+  Medshard__DataRequest q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_STAT, oid, 2);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, &size, NULL, 0, NULL), 0);
+  CU_ASSERT_EQUAL(size, n);
+  /* Reads anywhere, clipped to the bound and to the shard's end. */
+  static const uint64_t offs[] = {0, 12345, (3u << 20) - 100};
+  for (size_t i = 0; i < 3; i++) {
+    size_t got = 0;
+    q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_READ, oid, 2);
+    q.offset = offs[i];
+    q.length = 2u << 20;
+    CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, back, BOUND, &got), 0);
+    size_t want = n - offs[i] < BOUND ? n - offs[i] : BOUND;
+    CU_ASSERT_EQUAL(got, want);
+    CU_ASSERT_EQUAL(memcmp(back, data + offs[i], want), 0);
+  }
+  /* Retries: SEAL again with the same digest is fine; OPEN of a sealed
+   * shard says so. */
+  uint8_t d[16];
+  digest_of(data, n, d);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_SEAL, oid, 2);
+  q.digest = (ProtobufCBinaryData){16, d};
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), 0);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_OPEN, oid, 2);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, &size, NULL, 0, NULL), MSD_EEXIST);
+  CU_ASSERT_EQUAL(size, n);
+  /* Delete, then the shard is gone. */
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_DELETE, oid, 2);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), 0);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_READ, oid, 2);
+  q.length = 10;
+  size_t got;
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, back, BOUND, &got), MSD_EDELETED);
+  free(data);
+  free(back);
+  rig_down(&g);
+}
+
+static void test_refusals(void)
+{
+  struct rig g;
+  rig_up(&g);
+  uint8_t oid[16], data[100] = {1};
+  memset(oid, 0x22, sizeof oid);
+  Medshard__DataRequest q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_APPEND, oid, 0);
+  CU_ASSERT_EQUAL(call(&g, &q, data, 10, NULL, NULL, 0, NULL), MSD_ESTATE); /* not open */
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_OPEN, oid, 0);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), 0);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_APPEND, oid, 0);
+  q.offset = 5; /* a gap */
+  uint64_t size = 99;
+  CU_ASSERT_EQUAL(call(&g, &q, data, 10, &size, NULL, 0, NULL), MSD_ERANGE);
+  CU_ASSERT_EQUAL(size, 0);
+  q.offset = 0;
+  CU_ASSERT_EQUAL(call(&g, &q, data, sizeof data, &size, NULL, 0, NULL), 0);
+  CU_ASSERT_EQUAL(size, sizeof data);
+  /* A digest that is not the bytes': the shard is dropped. */
+  uint8_t wrong[16] = {0};
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_SEAL, oid, 0);
+  q.digest = (ProtobufCBinaryData){16, wrong};
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), MSD_ECHECKSUM);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_STAT, oid, 0);
+  CU_ASSERT_NOT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), 0);
+  /* A short object id, a payload on a READ, an unknown op. */
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_STAT, oid, 0);
+  q.object_id.len = 5;
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), MSD_EPARAM);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_READ, oid, 0);
+  CU_ASSERT_EQUAL(call(&g, &q, data, 3, NULL, NULL, 0, NULL), MSD_EPARAM);
+  q = req((Medshard__DataOp)99, oid, 0);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), MSD_EPARAM);
+  /* More shards open than slots: the fifth is refused, not queued. */
+  int refused = 0;
+  for (uint32_t i = 10; i < 15; i++) {
+    q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_OPEN, oid, i);
+    refused += call(&g, &q, NULL, 0, NULL, NULL, 0, NULL) == MSD_ENOBUFS;
+  }
+  CU_ASSERT_EQUAL(refused, 1);
+  /* ABORT frees a slot. */
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_ABORT, oid, 10);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), 0);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_OPEN, oid, 14);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), 0);
+  rig_down(&g);
+}
+
+/* Flips one byte of the shard in its segment file (found by a marker). */
+static bool corrupt_on_disk(const char *dir, const uint8_t *marker, size_t mlen)
+{
+  char path[4200];
+  snprintf(path, sizeof path, "%s/seg/0000000000000001.seg", dir);
+  int fd = open(path, O_RDWR);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0)
+    return false;
+  uint8_t *img = malloc((size_t)st.st_size);
+  bool done = false;
+  if (pread(fd, img, (size_t)st.st_size, 0) == st.st_size) {
+    for (off_t o = 0; !done && o + (off_t)mlen <= st.st_size; o++) {
+      if (memcmp(img + o, marker, mlen) == 0) {
+        uint8_t c = img[o + 3] ^ 0x40;
+        done = pwrite(fd, &c, 1, o + 3) == 1;
+      }
+    }
+  }
+  free(img);
+  close(fd);
+  return done;
+}
+
+static void test_corrupt_shard_is_never_served(void)
+{
+  struct rig g;
+  rig_up(&g);
+  size_t n = 200000;
+  uint8_t *data = malloc(n), *back = malloc(BOUND), oid[16];
+  fill(data, n, 9);
+  memcpy(data + 100000, "MEDSHARD-MARKER-0123456789", 26);
+  memset(oid, 0x33, sizeof oid);
+  CU_ASSERT_EQUAL_FATAL(write_shard(&g, oid, data, n, 65536), 0);
+  CU_ASSERT_FATAL(corrupt_on_disk(g.dir, (const uint8_t *)"MEDSHARD-MARKER-0123456789", 26));
+  Medshard__DataRequest q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_READ, oid, 2);
+  q.offset = 0;
+  q.length = n;
+  size_t got = 0;
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, back, BOUND, &got), MSD_ECHECKSUM);
+  CU_ASSERT_EQUAL(got, 0); /* no bytes with the error */
+  /* The blocks before the damaged one still read. */
+  q.length = 65536;
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, back, BOUND, &got), 0);
+  CU_ASSERT_EQUAL(memcmp(back, data, 65536), 0);
+  free(data);
+  free(back);
+  rig_down(&g);
+}
+
+const struct test_case shard_rpc_tests[] = {
+    {"write, seal, stat, read, retry, delete", test_write_seal_read},
+    {"refusals", test_refusals},
+    {"a corrupt shard is never served", test_corrupt_shard_is_never_served},
+    {NULL, NULL}};
