@@ -16,6 +16,7 @@
 #include "chain-anchor/node_int.h"
 #include "common/alloc.h"
 #include "common/err.h"
+#include "common/fs.h"
 #include "common/log.h"
 
 #define TICK_MS 20
@@ -94,6 +95,8 @@ static int ini_key(void *user, const char *section, const char *key, const char 
     return strlen(v) < NODE_ADDR_MAX ? (snprintf(c->raft_address, NODE_ADDR_MAX, "%s", v), 1) : 0;
   if (strcmp(key, "control") == 0)
     return strlen(v) < NODE_ADDR_MAX ? (snprintf(c->control_address, NODE_ADDR_MAX, "%s", v), 1) : 0;
+  if (strcmp(key, "data") == 0)
+    return strlen(v) < NODE_ADDR_MAX ? (snprintf(c->data_address, NODE_ADDR_MAX, "%s", v), 1) : 0;
   if (strcmp(key, "join") == 0)
     return strlen(v) < NODE_ADDR_MAX ? (snprintf(c->join, NODE_ADDR_MAX, "%s", v), 1) : 0;
   if (strcmp(key, "zone") == 0)
@@ -254,6 +257,7 @@ static void tick_join(struct node *n, uint64_t now)
   ni.public_key = (ProtobufCBinaryData){sizeof n->pk, n->pk};
   ni.raft_address = n->cfg.raft_address;
   ni.control_address = n->cfg.control_address;
+  ni.data_address = n->cfg.data_address;
   ni.zone = n->cfg.zone;
   ni.weight = n->cfg.weight;
   ni.role = is_voter_peer(n) ? MEDSHARD__NODE_ROLE__NODE_ROLE_VOTER
@@ -496,27 +500,10 @@ static int start_raft(struct node *n)
   return 0;
 }
 
-/* mkdir -p: a data directory's parents are made as a daemon's user
- * expects (`--dir var/n1` in a fresh checkout). 0 or -errno. */
-static int make_dirs(const char *dir)
-{
-  char path[600];
-  snprintf(path, sizeof path, "%s", dir);
-  for (char *p = path + 1; *p != 0; p++) {
-    if (*p != '/')
-      continue;
-    *p = 0;
-    if (mkdir(path, 0700) != 0 && errno != EEXIST)
-      return -errno;
-    *p = '/';
-  }
-  return mkdir(path, 0700) != 0 && errno != EEXIST ? -errno : 0;
-}
-
 static int node_open(struct node *n)
 {
   char path[600];
-  int rc = make_dirs(n->cfg.dir);
+  int rc = msd_mkdirs(n->cfg.dir, 0700); /* `--dir var/n1` in a fresh checkout */
   if (rc != 0) {
     msd_log(MSD_LOG_ERROR, "node %u: cannot create data directory %s: %s", n->cfg.node_id,
             n->cfg.dir, strerror(-rc));
@@ -579,7 +566,7 @@ int node_run(const struct node_config *c)
     uv_signal_start(&n->sigterm, stop_cb, SIGTERM);
     uv_signal_start(&n->sigint, stop_cb, SIGINT);
     uv_timer_start(&n->tick, tick_cb, TICK_MS, TICK_MS);
-    msd_log(MSD_LOG_INFO, "node %u: raft %s, control %s, data %s", c->node_id, c->raft_address,
+    msd_log(MSD_LOG_INFO, "node %u: raft %s, control %s, dir %s", c->node_id, c->raft_address,
             c->control_address, c->dir);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     raft_uv_close(&n->io);

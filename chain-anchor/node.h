@@ -23,6 +23,8 @@ struct node_config {
   char dir[512];                      /* data dir: raft/, chain/, node.key */
   char raft_address[NODE_ADDR_MAX];   /* host:port to bind Raft on */
   char control_address[NODE_ADDR_MAX];/* host:port to bind the control plane on */
+  char data_address[NODE_ADDR_MAX];   /* host:port of the data plane ("" = none);
+                                         announced in NodeJoin, served by net/ */
   char zone[32];
   uint32_t weight;
   struct node_peer peers[NODE_PEERS_MAX]; /* the bootstrap voters (3 or 5) */

@@ -7,6 +7,8 @@
 #include "chain-anchor/node.h"
 #include "cli/cli.h"
 #include "common/err.h"
+#include "common/fs.h"
+#include "net/dataplane.h"
 
 static void node_usage(FILE *f)
 {
@@ -14,9 +16,10 @@ static void node_usage(FILE *f)
           "usage: medshard node [--config FILE] [--id N] [--dir DIR] [--raft HOST:PORT]\n"
           "                     [--control HOST:PORT] [--peer ID,RAFT,CONTROL ...]\n"
           "                     [--secret HEX | --secret-file FILE] [--join HOST:PORT]\n"
-          "                     [--zone Z] [--cut-anchors N] [--cut-ms T]\n"
+          "                     [--zone Z] [--cut-anchors N] [--cut-ms T] [--data HOST:PORT]\n"
           "Runs a storage node: Raft voter (if listed in --peer) or standby, the chain\n"
-          "FSM and the control plane. Stops cleanly on SIGTERM/SIGINT.\n");
+          "FSM and the control plane; with --data also the data plane (shard store in\n"
+          "DIR/store, shard RPCs on an io_uring loop). Stops cleanly on SIGTERM/SIGINT.\n");
 }
 
 static int read_secret_file(const char *path, struct node_config *c)
@@ -64,6 +67,9 @@ static int node_flag(int opt, const char *arg, struct node_config *c)
   case 'j':
     snprintf(c->join, sizeof c->join, "%s", arg);
     return 0;
+  case 'D':
+    snprintf(c->data_address, sizeof c->data_address, "%s", arg);
+    return 0;
   case 'z':
     snprintf(c->zone, sizeof c->zone, "%s", arg);
     return 0;
@@ -95,7 +101,7 @@ int cmd_node(int argc, char **argv)
       {"raft", 1, 0, 'r'},   {"control", 1, 0, 'C'},   {"peer", 1, 0, 'p'},
       {"secret", 1, 0, 's'}, {"secret-file", 1, 0, 'S'}, {"join", 1, 0, 'j'},
       {"zone", 1, 0, 'z'},   {"cut-anchors", 1, 0, 'n'}, {"cut-ms", 1, 0, 't'},
-      {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+      {"data", 1, 0, 'D'},   {"help", 0, 0, 'h'},       {0, 0, 0, 0}};
   struct node_config c;
   node_config_defaults(&c);
   optind = 1;
@@ -118,5 +124,22 @@ int cmd_node(int argc, char **argv)
     fprintf(stderr, "medshard node: %s\n", err);
     return 2;
   }
-  return node_run(&c);
+  /* The data plane runs on its own thread beside the control loop, which
+   * node_run drives on this one until SIGTERM/SIGINT. */
+  struct dataplane *dp = NULL;
+  if (c.data_address[0] != 0) {
+    char store[600];
+    snprintf(store, sizeof store, "%s/store", c.dir);
+    struct dataplane_opts o = {.listen = c.data_address, .store_dir = store};
+    int rc = msd_mkdirs(c.dir, 0700);
+    if (rc != 0) {
+      fprintf(stderr, "medshard node: cannot create %s: %s\n", c.dir, strerror(-rc));
+      return 1;
+    }
+    if (dataplane_start(&o, &dp) != 0)
+      return 1;
+  }
+  int rc = node_run(&c);
+  dataplane_stop(dp);
+  return rc;
 }

@@ -1,9 +1,12 @@
 /* CUnit runner for common/: the error table and the fault trigger. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/alloc.h"
 #include "common/err.h"
+#include "common/fs.h"
 #include "testutil.h"
 
 static void test_codes_are_distinct_and_named(void)
@@ -62,6 +65,25 @@ static void test_grow_keeps_elements(void)
   msd_free(v);
 }
 
+static void test_mkdirs(void)
+{
+  const char *dir = test_tmpdir();
+  char p[4200], f[4200];
+  snprintf(p, sizeof p, "%s/a/b/c", dir);
+  CU_ASSERT_EQUAL(msd_mkdirs(p, 0700), 0);
+  struct stat st;
+  CU_ASSERT(stat(p, &st) == 0 && S_ISDIR(st.st_mode));
+  CU_ASSERT_EQUAL(msd_mkdirs(p, 0700), 0); /* already there */
+  snprintf(f, sizeof f, "%s/file", dir);
+  FILE *fp = fopen(f, "w");
+  fclose(fp);
+  snprintf(p, sizeof p, "%s/file/x", dir);
+  CU_ASSERT_EQUAL(msd_mkdirs(p, 0700), -ENOTDIR); /* a file in the way */
+  test_tmpdir_remove(dir);
+}
+
+static const struct test_case fs_tests[] = {{"mkdir -p", test_mkdirs}, {NULL, NULL}};
+
 static const struct test_case err_tests[] = {
     {"codes are distinct and named", test_codes_are_distinct_and_named},
     {"errno values pass through", test_errno_values_pass_through},
@@ -74,7 +96,7 @@ static const struct test_case alloc_tests[] = {
 
 int main(void)
 {
-  static const char *const names[] = {"err", "alloc", NULL};
-  static const struct test_case *const suites[] = {err_tests, alloc_tests};
+  static const char *const names[] = {"err", "alloc", "fs", NULL};
+  static const struct test_case *const suites[] = {err_tests, alloc_tests, fs_tests};
   return test_run("test_common", names, suites);
 }

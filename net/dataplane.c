@@ -1,0 +1,88 @@
+/* A node's data plane thread (dataplane.h). */
+#include "net/dataplane.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include "common/alloc.h"
+#include "common/err.h"
+#include "common/log.h"
+#include "net/loop.h"
+#include "net/shard_rpc.h"
+#include "storage/store.h"
+
+#define PAYLOAD_MAX (1u << 20)
+#define OPEN_SHARDS 64
+
+struct dataplane {
+  struct store *store;
+  struct shard_rpc *rpc;
+  struct net_loop *loop;
+  pthread_t thread;
+  bool running;
+};
+
+static void *run(void *arg)
+{
+  struct dataplane *d = arg;
+  int rc = net_loop_run(d->loop);
+  if (rc != 0)
+    msd_log(MSD_LOG_ERROR, "data plane: the io_uring loop failed: %s", msd_strerror(rc));
+  return NULL;
+}
+
+static void release(struct dataplane *d)
+{
+  net_loop_destroy(d->loop);
+  shard_rpc_destroy(d->rpc);
+  store_close(d->store);
+  msd_free(d);
+}
+
+int dataplane_start(const struct dataplane_opts *o, struct dataplane **out)
+{
+  struct dataplane *d = msd_calloc(1, sizeof *d);
+  if (d == NULL)
+    return -ENOMEM;
+  /* One store writer per open shard: the store's I/O buffers bound them. */
+  struct store_opts so = {.create = true, .io_buffers = OPEN_SHARDS + 8};
+  int rc = store_open(o->store_dir, &so, &d->store);
+  if (rc != 0)
+    msd_log(MSD_LOG_ERROR, "data plane: cannot open the shard store %s: %s", o->store_dir,
+            msd_strerror(rc));
+  if (rc == 0)
+    rc = shard_rpc_create(d->store, OPEN_SHARDS, 60000, PAYLOAD_MAX, &d->rpc);
+  struct net_opts no = {.listen = o->listen, .pool_buffers = o->pool_buffers,
+                        .buffer_bytes = PAYLOAD_MAX};
+  if (rc == 0 && (rc = net_loop_create(&no, shard_rpc_handle, d->rpc, &d->loop)) != 0)
+    msd_log(MSD_LOG_ERROR, "data plane: cannot listen on %s: %s", o->listen, msd_strerror(rc));
+  /* The loop's thread must not take the node's signals (libuv's handler
+   * runs on the control loop). */
+  sigset_t all, old;
+  sigfillset(&all);
+  if (rc == 0) {
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    rc = -pthread_create(&d->thread, NULL, run, d);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+  if (rc != 0) {
+    release(d);
+    return rc;
+  }
+  d->running = true;
+  msd_log(MSD_LOG_INFO, "data plane: serving shards from %s on %s", o->store_dir, o->listen);
+  *out = d;
+  return 0;
+}
+
+void dataplane_stop(struct dataplane *d)
+{
+  if (d == NULL)
+    return;
+  if (d->running) {
+    net_loop_stop(d->loop);
+    pthread_join(d->thread, NULL);
+  }
+  release(d);
+}
