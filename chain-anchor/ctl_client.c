@@ -1,23 +1,19 @@
 /* Blocking control-plane client (ctl_client.h): plain sockets with poll()
- * deadlines, frames from proto/wire.h. */
+ * deadlines (common/sock.h), frames from proto/wire.h. */
 #include "chain-anchor/ctl_client.h"
 #include "chain-anchor/ctl_auth.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "common/sock.h"
 #include "proto/wire.h"
 
 #define CLIENT_PAYLOAD_MAX (16u << 20)
@@ -28,75 +24,10 @@ struct ctl_client {
   char addr[128];
 };
 
-static int64_t now_ms(void)
-{
-  return (int64_t)(msd_now_ns() / 1000000u);
-}
-
-static int split_addr(const char *addr, char *host, size_t hcap, char *port, size_t pcap)
-{
-  const char *colon = addr ? strrchr(addr, ':') : NULL;
-  if (colon == NULL || colon == addr || colon[1] == 0 || (size_t)(colon - addr) >= hcap ||
-      strlen(colon + 1) >= pcap)
-    return MSD_EPARAM;
-  memcpy(host, addr, (size_t)(colon - addr));
-  host[colon - addr] = 0;
-  snprintf(port, pcap, "%s", colon + 1);
-  return 0;
-}
-
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-  for (;;) {
-    int64_t left = deadline - now_ms();
-    if (left <= 0)
-      return MSD_ETIMEDOUT;
-    struct pollfd p = {.fd = fd, .events = events};
-    int r = poll(&p, 1, (int)left);
-    if (r > 0)
-      return 0;
-    if (r < 0 && errno != EINTR)
-      return -errno;
-  }
-}
-
-static int connect_to(const struct addrinfo *ai, int64_t deadline, int *out)
-{
-  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-  if (fd < 0)
-    return -errno;
-  int rc = connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : -errno;
-  if (rc == -EINPROGRESS) {
-    rc = wait_fd(fd, POLLOUT, deadline);
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (rc == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
-      rc = -err;
-  }
-  if (rc != 0) {
-    close(fd);
-    return rc;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  *out = fd;
-  return 0;
-}
-
 int ctl_client_connect(const char *addr, int timeout_ms, struct ctl_client **out)
 {
-  char host[128], port[16];
-  if (split_addr(addr, host, sizeof host, port, sizeof port) != 0)
-    return MSD_EPARAM;
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-  if (getaddrinfo(host, port, &hints, &res) != 0)
-    return MSD_EPARAM;
-  int64_t deadline = now_ms() + timeout_ms;
-  int fd = -1, rc = -ECONNREFUSED;
-  for (struct addrinfo *ai = res; ai != NULL && fd < 0; ai = ai->ai_next)
-    rc = connect_to(ai, deadline, &fd);
-  freeaddrinfo(res);
-  if (fd < 0)
+  int fd, rc = msd_sock_connect(addr, timeout_ms, &fd);
+  if (rc != 0)
     return rc;
   struct ctl_client *c = msd_calloc(1, sizeof *c);
   if (c == NULL) {
@@ -105,7 +36,7 @@ int ctl_client_connect(const char *addr, int timeout_ms, struct ctl_client **out
   }
   c->fd = fd;
   if (getrandom(&c->next_id, sizeof c->next_id, 0) != sizeof c->next_id)
-    c->next_id = (uint64_t)now_ms(); /* UNTESTED */
+    c->next_id = (uint64_t)msd_now_ms(); /* UNTESTED */
   snprintf(c->addr, sizeof c->addr, "%s", addr);
   *out = c;
   return 0;
@@ -124,44 +55,6 @@ const char *ctl_client_addr(const struct ctl_client *c)
   return c->addr;
 }
 
-static int send_all(int fd, const uint8_t *buf, size_t len, int64_t deadline)
-{
-  size_t put = 0;
-  while (put < len) {
-    ssize_t n = send(fd, buf + put, len - put, MSG_NOSIGNAL);
-    if (n > 0) {
-      put += (size_t)n;
-      continue;
-    }
-    if (n < 0 && errno != EAGAIN && errno != EINTR)
-      return -errno;
-    int rc = wait_fd(fd, POLLOUT, deadline);
-    if (rc != 0)
-      return rc;
-  }
-  return 0;
-}
-
-static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline)
-{
-  size_t got = 0;
-  while (got < len) {
-    ssize_t n = recv(fd, buf + got, len - got, 0);
-    if (n > 0) {
-      got += (size_t)n;
-      continue;
-    }
-    if (n == 0)
-      return -ECONNRESET;
-    if (errno != EAGAIN && errno != EINTR)
-      return -errno;
-    int rc = wait_fd(fd, POLLIN, deadline);
-    if (rc != 0)
-      return rc;
-  }
-  return 0;
-}
-
 int ctl_client_send(struct ctl_client *c, const Medshard__CtlRequest *req, uint64_t *id)
 {
   size_t mlen = medshard__ctl_request__get_packed_size(req);
@@ -174,7 +67,7 @@ int ctl_client_send(struct ctl_client *c, const Medshard__CtlRequest *req, uint6
                           .msg_len = (uint32_t)mlen};
   wire_encode(&h, buf);
   medshard__ctl_request__pack(req, buf + WIRE_HEADER_BYTES);
-  int rc = send_all(c->fd, buf, WIRE_HEADER_BYTES + mlen, now_ms() + 10000);
+  int rc = msd_sock_send_all(c->fd, buf, WIRE_HEADER_BYTES + mlen, msd_now_ms() + 10000);
   msd_free(buf);
   if (rc == 0 && id != NULL)
     *id = h.request_id;
@@ -184,11 +77,11 @@ int ctl_client_send(struct ctl_client *c, const Medshard__CtlRequest *req, uint6
 int ctl_client_recv(struct ctl_client *c, int timeout_ms, uint64_t *id,
                     Medshard__CtlResponse **resp, uint8_t **payload, size_t *payload_len)
 {
-  int64_t deadline = now_ms() + timeout_ms;
+  int64_t deadline = msd_now_ms() + timeout_ms;
   uint8_t hdr[WIRE_HEADER_BYTES];
   struct wire_header h;
   const char *why;
-  int rc = recv_all(c->fd, hdr, sizeof hdr, deadline);
+  int rc = msd_sock_recv_all(c->fd, hdr, sizeof hdr, deadline);
   if (rc == 0 && (wire_decode(hdr, CLIENT_PAYLOAD_MAX, &h, &why) != 0 || h.kind != WIRE_RESPONSE))
     rc = MSD_EFRAME;
   if (rc != 0)
@@ -196,7 +89,7 @@ int ctl_client_recv(struct ctl_client *c, int timeout_ms, uint64_t *id,
   uint8_t *buf = msd_malloc((size_t)h.msg_len + h.payload_len + 1);
   if (buf == NULL)
     return -ENOMEM;
-  rc = recv_all(c->fd, buf, (size_t)h.msg_len + h.payload_len, deadline);
+  rc = msd_sock_recv_all(c->fd, buf, (size_t)h.msg_len + h.payload_len, deadline);
   Medshard__CtlResponse *r = rc == 0 ? medshard__ctl_response__unpack(NULL, h.msg_len, buf) : NULL;
   if (rc == 0 && (r == NULL || r->format_version != 1))
     rc = r == NULL ? MSD_EDECODE : MSD_EVERSION;
@@ -295,11 +188,11 @@ int ctl_submit_auth(const char *addr, Medshard__Command **cmds, size_t n, int de
     return MSD_EPARAM;
   }
   snprintf(target, sizeof target, "%s", list[0]);
-  int64_t deadline = now_ms() + deadline_ms;
+  int64_t deadline = msd_now_ms() + deadline_ms;
   int rc = MSD_EUNAVAILABLE;
-  for (int attempt = 0; now_ms() < deadline; attempt++) {
+  for (int attempt = 0; msd_now_ms() < deadline; attempt++) {
     struct ctl_client *c = NULL;
-    int left = (int)(deadline - now_ms());
+    int left = (int)(deadline - msd_now_ms());
     rc = ctl_client_connect(target, left > 2000 ? 2000 : left, &c);
     Medshard__CtlResponse *r = NULL;
     if (rc == 0)

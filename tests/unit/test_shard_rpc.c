@@ -2,24 +2,21 @@
  * store in a temporary directory, driven by a blocking client on
  * 127.0.0.1: write, seal, stat and read a shard; retries; refusals; a
  * byte corrupted on disk comes back as MSD_ECHECKSUM, never as data. */
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "common/err.h"
+#include "net/data_client.h"
 #include "net/loop.h"
 #include "net/shard_rpc.h"
 #include "proto/medshard.pb-c.h"
-#include "proto/wire.h"
 #include "testutil.h"
 
 #define BOUND (1u << 20)
@@ -30,7 +27,7 @@ struct rig {
   struct shard_rpc *rpc;
   struct net_loop *l;
   pthread_t t;
-  int fd;
+  struct data_client *dc;
 };
 
 static void *serve(void *arg)
@@ -48,17 +45,14 @@ static void rig_up(struct rig *g)
   struct net_opts o = {.listen = "127.0.0.1:0", .pool_buffers = 4, .buffer_bytes = BOUND};
   CU_ASSERT_EQUAL_FATAL(net_loop_create(&o, shard_rpc_handle, g->rpc, &g->l), 0);
   CU_ASSERT_EQUAL_FATAL(pthread_create(&g->t, NULL, serve, g->l), 0);
-  g->fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(net_loop_port(g->l))};
-  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-  struct timeval tv = {10, 0};
-  setsockopt(g->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  CU_ASSERT_EQUAL_FATAL(connect(g->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%u", net_loop_port(g->l));
+  CU_ASSERT_EQUAL_FATAL(data_client_connect(addr, 5000, &g->dc), 0);
 }
 
 static void rig_down(struct rig *g)
 {
-  close(g->fd);
+  data_client_close(g->dc);
   net_loop_stop(g->l);
   pthread_join(g->t, NULL);
   net_loop_destroy(g->l);
@@ -67,55 +61,21 @@ static void rig_down(struct rig *g)
   test_tmpdir_remove(g->dir);
 }
 
-static bool io_all(int fd, void *buf, size_t len, bool out)
-{
-  for (size_t done = 0; done < len;) {
-    ssize_t n = out ? send(fd, (char *)buf + done, len - done, MSG_NOSIGNAL)
-                    : recv(fd, (char *)buf + done, len - done, 0);
-    if (n <= 0)
-      return false;
-    done += (size_t)n;
-  }
-  return true;
-}
-
 /* One request; the response's code (or -1 on a transport failure), its
  * size, and up to cap payload bytes into data. */
 static int call(struct rig *g, Medshard__DataRequest *q, const void *payload, size_t plen,
                 uint64_t *size, uint8_t *data, size_t cap, size_t *got)
 {
-  static uint64_t next_id = 1;
-  q->format_version = 1;
-  size_t mlen = medshard__data_request__get_packed_size(q);
-  uint8_t *out = malloc(WIRE_HEADER_BYTES + mlen + plen);
-  struct wire_header h = {.kind = WIRE_REQUEST, .request_id = next_id++, .msg_len = (uint32_t)mlen,
-                          .payload_len = (uint32_t)plen};
-  wire_encode(&h, out);
-  medshard__data_request__pack(q, out + WIRE_HEADER_BYTES);
-  if (plen > 0)
-    memcpy(out + WIRE_HEADER_BYTES + mlen, payload, plen);
-  bool ok = io_all(g->fd, out, WIRE_HEADER_BYTES + mlen + plen, true);
-  free(out);
-  uint8_t hdr[WIRE_HEADER_BYTES];
-  struct wire_header rh;
-  if (!ok || !io_all(g->fd, hdr, sizeof hdr, false) || wire_decode(hdr, BOUND, &rh, NULL) != 0 ||
-      rh.request_id != h.request_id)
+  Medshard__DataResponse *r;
+  size_t n = 0;
+  if (data_client_call(g->dc, q, payload, plen, 10000, &r, data, data ? cap : 0, &n) != 0)
     return -1;
-  uint8_t *body = malloc(rh.msg_len + rh.payload_len + 1);
-  if (!io_all(g->fd, body, rh.msg_len + rh.payload_len, false)) {
-    free(body);
-    return -1;
-  }
-  Medshard__DataResponse *r = medshard__data_response__unpack(NULL, rh.msg_len, body);
-  int code = r ? r->code : -1;
-  if (size != NULL && r != NULL)
+  int code = r->code;
+  if (size != NULL)
     *size = r->size;
-  if (data != NULL) {
-    *got = rh.payload_len < cap ? rh.payload_len : cap;
-    memcpy(data, body + rh.msg_len, *got);
-  }
+  if (got != NULL)
+    *got = n;
   medshard__data_response__free_unpacked(r, NULL);
-  free(body);
   return code;
 }
 
