@@ -19,6 +19,8 @@ static void usage(FILE *f)
              "                 shard store writes and reads against fio\n"
              "  bench anchor --nodes N | --node ADDRS [--count N] [--clients C] [--batch B]\n"
              "                 side-chain anchors/s sealed against raw libraft, proof figures\n"
+             "  dev up|status|kill N|start N|down [--dir DIR] [--json]\n"
+             "                 a local cluster on 127.0.0.1; `dev up` writes ./medshard.conf\n"
              "  node [--config FILE] [flags]\n"
              "                 run a storage node (Raft voter or standby, chain, control plane)\n"
              "  bucket create NAME --ec K+M [--unit BYTES]\n"
@@ -69,6 +71,8 @@ int main(int argc, char **argv)
     return cmd_bench(argc - 1, argv + 1);
   if (strcmp(verb, "node") == 0)
     return cmd_node(argc - 1, argv + 1);
+  if (strcmp(verb, "dev") == 0)
+    return cmd_dev(argc - 1, argv + 1);
   if (strcmp(verb, "chain") == 0)
     return cmd_chain(argc - 1, argv + 1);
   if (strcmp(verb, "bucket") == 0)
