@@ -31,7 +31,7 @@
     "store refuses writes after a failed write or fsync; restart the node")    \
   X(MSD_EDISKFULL, "disk full: writing would eat into the free-space reserve") \
   X(MSD_ENOTSTORE, "directory is not a medshard store")                        \
-  X(MSD_ELOCKED, "store is already open in another process")                   \
+  X(MSD_ELOCKED, "already open in another process (an earlier instance may still be exiting)")                   \
   X(MSD_ECORRUPT, "store metadata is corrupt")                                 \
   X(MSD_ENOBUFS, "no free I/O buffer; retry when requests complete")       \
   X(MSD_EEXIST, "already exists")                                              \

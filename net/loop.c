@@ -67,7 +67,7 @@ struct net_loop {
   socklen_t peer_len;
   uint64_t event_val;
   struct __kernel_timespec pause;
-  bool stopping, accept_armed;
+  bool stopping, accept_armed, ring_ready;
   unsigned loop_inflight;        /* accept, eventfd read, pause */
   struct net_stats stats;
 };
@@ -411,6 +411,14 @@ static void begin_stop(struct net_loop *l)
 
 int net_loop_run(struct net_loop *l)
 {
+  /* The ring is made by the thread that runs it: io_uring sends its
+   * task-work notifications to the ring's task, and a blocking syscall
+   * with a socket timeout on another thread (a client, the control loop)
+   * would come back with EINTR. */
+  int rc = io_uring_queue_init(256, &l->ring, 0);
+  if (rc != 0)
+    return rc;
+  l->ring_ready = true;
   arm_accept(l);
   arm_event(l);
   bool stop_begun = false;
@@ -423,7 +431,7 @@ int net_loop_run(struct net_loop *l)
     if (stop_begun && l->conns == NULL && l->loop_inflight == 0)
       break;
     struct io_uring_cqe *cqe;
-    int rc = io_uring_submit_and_wait(&l->ring, 1);
+    rc = io_uring_submit_and_wait(&l->ring, 1);
     if (rc < 0 && rc != -EINTR)
       return rc;
     unsigned head, n = 0;
@@ -509,8 +517,6 @@ int net_loop_create(const struct net_opts *o, net_handler h, void *ctx, struct n
     rc = listen_on(o->listen, &l->listen_fd, &l->port);
   if (rc == 0 && (l->event_fd = eventfd(0, EFD_CLOEXEC)) < 0)
     rc = -errno;
-  if (rc == 0)
-    rc = io_uring_queue_init(256, &l->ring, 0);
   if (rc != 0) {
     if (l->listen_fd >= 0)
       close(l->listen_fd);
@@ -529,7 +535,8 @@ void net_loop_destroy(struct net_loop *l)
 {
   if (l == NULL)
     return;
-  io_uring_queue_exit(&l->ring);
+  if (l->ring_ready)
+    io_uring_queue_exit(&l->ring);
   close(l->listen_fd);
   close(l->event_fd);
   msd_free(l->pool);

@@ -48,7 +48,8 @@ void net_loop_destroy(struct net_loop *l);
 uint16_t net_loop_port(const struct net_loop *l);
 
 /* Serves until net_loop_stop; closes every connection before returning.
- * 0 or -errno from io_uring itself. */
+ * Creates the io_uring on the calling thread (run it on the thread that
+ * serves). 0 or -errno from io_uring itself. */
 int net_loop_run(struct net_loop *l);
 
 /* From any thread. */
