@@ -21,6 +21,7 @@
 #include "bench/bench_anchor_int.h"
 #include "chain-anchor/block.h"
 #include "chain-anchor/ctl_client.h"
+#include "chain-anchor/ctl_ops.h"
 #include "common/alloc.h"
 #include "common/err.h"
 #include "proto/wire.h"
@@ -453,20 +454,17 @@ static void leaf_range(const struct anchor_run *r, struct anchor_load_result *ou
     out->first_leaf = 0;
 }
 
+/* The first k+m nodes of the cluster map, from the first of in->addrs that
+ * answers: a node that is down (the one named first, say) does not stop the
+ * benchmark while the others serve. */
 static int lookup_nodes(const struct anchor_load *in, uint32_t *shard_nodes)
 {
-  char first[128];
-  snprintf(first, sizeof first, "%.*s", (int)strcspn(in->addrs, ","), in->addrs);
-  struct ctl_client *c = NULL;
   Medshard__CtlResponse *resp;
   Medshard__CtlRequest req = ctl_request(MEDSHARD__CTL_OP__CTL_OP_GET_NODES);
-  int rc = ctl_client_connect(first, 3000, &c);
-  if (rc == 0)
-    rc = ctl_client_call(c, &req, 10000, &resp, NULL, NULL);
-  ctl_client_close(c);
+  int rc = ctl_call_any(in->addrs, &req, 10000, &resp, NULL, NULL);
   if (rc != 0)
     return rc;
-  rc = resp->n_nodes >= in->k + in->m ? 0 : MSD_ENODES;
+  rc = resp->code != 0 ? resp->code : resp->n_nodes >= in->k + in->m ? 0 : MSD_ENODES;
   for (unsigned i = 0; rc == 0 && i < in->k + in->m; i++)
     shard_nodes[i] = resp->nodes[i]->node_id;
   medshard__ctl_response__free_unpacked(resp, NULL);

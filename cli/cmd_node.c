@@ -41,6 +41,20 @@ static int read_secret_file(const char *path, struct node_config *c)
   return 0;
 }
 
+/* A string flag into its fixed-size field; a value that does not fit is
+ * refused (an address cut short would bind or join somewhere else). 0 or 2
+ * (printed). */
+static int copy_flag(char *dst, size_t cap, const char *flag, const char *arg)
+{
+  size_t len = strlen(arg);
+  if (len >= cap) {
+    fprintf(stderr, "medshard node: %s value is longer than %zu bytes\n", flag, cap - 1);
+    return 2;
+  }
+  memcpy(dst, arg, len + 1);
+  return 0;
+}
+
 /* Applies one flag; 0 or an exit code. */
 static int node_flag(int opt, const char *arg, struct node_config *c)
 {
@@ -59,20 +73,15 @@ static int node_flag(int opt, const char *arg, struct node_config *c)
     snprintf(c->dir, sizeof c->dir, "%s", arg);
     return 0;
   case 'r':
-    snprintf(c->raft_address, sizeof c->raft_address, "%s", arg);
-    return 0;
+    return copy_flag(c->raft_address, sizeof c->raft_address, "--raft", arg);
   case 'C':
-    snprintf(c->control_address, sizeof c->control_address, "%s", arg);
-    return 0;
+    return copy_flag(c->control_address, sizeof c->control_address, "--control", arg);
   case 'j':
-    snprintf(c->join, sizeof c->join, "%s", arg);
-    return 0;
+    return copy_flag(c->join, sizeof c->join, "--join", arg);
   case 'D':
-    snprintf(c->data_address, sizeof c->data_address, "%s", arg);
-    return 0;
+    return copy_flag(c->data_address, sizeof c->data_address, "--data", arg);
   case 'z':
-    snprintf(c->zone, sizeof c->zone, "%s", arg);
-    return 0;
+    return copy_flag(c->zone, sizeof c->zone, "--zone", arg);
   case 'p':
     if (c->npeers >= NODE_PEERS_MAX || node_peer_parse(arg, &c->peers[c->npeers]) != 0) {
       fprintf(stderr, "medshard node: --peer wants ID,RAFT_HOST:PORT,CONTROL_HOST:PORT, got '%s'\n",
@@ -113,7 +122,7 @@ int cmd_node(int argc, char **argv)
     }
     int rc = opt == '?' ? 2 : node_flag(opt, optarg, &c);
     if (rc != 0) {
-      if (opt != 'c' && opt != 'p' && opt != 'S' && opt != '?')
+      if (strchr("cpSrCjDz?", opt) == NULL) /* the others said what is wrong */
         fprintf(stderr, "medshard node: bad value '%s'\n", optarg);
       node_usage(stderr);
       return rc;

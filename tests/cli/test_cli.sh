@@ -55,5 +55,17 @@ expect "bench store json" 0 '"shard_bytes":4096,"shards":[0-9]+,"write_mbps":[0-
   bench store --dir "$tmp" --size 2M --rounds 1 --no-fio --json
 rm -rf "$tmp"
 
+# node: an over-long value is refused, not cut short (63-byte addresses,
+# 31-byte zone); a zone of exactly 31 bytes gets as far as the config check.
+long_host=$(printf 'h%.0s' {1..60})
+expect "node --raft too long" 2 'medshard node: --raft value is longer than 63 bytes' -- \
+  node --id 1 --raft "$long_host:7001"
+expect "node --join too long" 2 'medshard node: --join value is longer than 63 bytes' -- \
+  node --id 1 --join "$long_host:7101"
+expect "node --zone too long" 2 'medshard node: --zone value is longer than 31 bytes' -- \
+  node --zone "$(printf 'z%.0s' {1..32})"
+expect "node --zone of 31 bytes fits" 2 'medshard node: node id missing' -- \
+  node --zone "$(printf 'z%.0s' {1..31})"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
