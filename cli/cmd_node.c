@@ -70,8 +70,7 @@ static int node_flag(int opt, const char *arg, struct node_config *c)
   case 'i':
     return cli_parse_ulong(arg, 1, UINT32_MAX, &v) == 0 ? (c->node_id = (uint32_t)v, 0) : 2;
   case 'd':
-    snprintf(c->dir, sizeof c->dir, "%s", arg);
-    return 0;
+    return copy_flag(c->dir, sizeof c->dir, "--dir", arg);
   case 'r':
     return copy_flag(c->raft_address, sizeof c->raft_address, "--raft", arg);
   case 'C':

@@ -66,6 +66,8 @@ expect "node --zone too long" 2 'medshard node: --zone value is longer than 31 b
   node --zone "$(printf 'z%.0s' {1..32})"
 expect "node --zone of 31 bytes fits" 2 'medshard node: node id missing' -- \
   node --zone "$(printf 'z%.0s' {1..31})"
+expect "node --dir too long" 2 'medshard node: --dir value is longer than 511 bytes' -- \
+  node --dir "$(printf 'd%.0s' {1..512})"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
