@@ -38,6 +38,10 @@ void merkle_compact_root(const struct merkle_compact *c, uint8_t out[MERKLE_HASH
 struct merkle_source {
   int (*get)(void *ctx, uint64_t index, uint8_t out[MERKLE_HASH]);
   void *ctx;
+  /* Optional: MTH(D[begin:end)) for begin < end, when the source can do
+   * better than hashing up from the leaves (merkletree.h keeps every
+   * subtree). NULL: computed from `get`. */
+  int (*range)(void *ctx, uint64_t begin, uint64_t end, uint8_t out[MERKLE_HASH]);
 };
 
 /* MTH(D[begin:end)) of RFC 6962, from the source. O(end - begin) hashes. */

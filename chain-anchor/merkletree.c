@@ -418,43 +418,24 @@ static void range_root(const struct merkle_tree *t, uint64_t begin, uint64_t end
   merkle_node_hash(left, right, out);
 }
 
-static int push(const struct merkle_tree *t, uint64_t begin, uint64_t end,
-                uint8_t proof[][MERKLE_HASH], int *len)
+/* The tree as a merkle_source, so merkle.c's RFC 6962 proof generators
+ * run over its cached subtrees: O(log n) hashes a proof. */
+static int source_get(void *ctx, uint64_t index, uint8_t out[MERKLE_HASH])
 {
-  if (*len >= MERKLE_PROOF_MAX)
-    return MSD_EPARAM; /* UNTESTED: sizes stay below 2^63, proofs below 64 */
-  range_root(t, begin, end, proof[(*len)++]);
+  const struct merkle_tree *t = ctx;
+  memcpy(out, t->level[0][index], MERKLE_HASH);
   return 0;
 }
 
-/* PATH(m, D[begin:end)) of RFC 6962, as merkle.c: deeper levels first. */
-static int path(const struct merkle_tree *t, uint64_t m, uint64_t begin, uint64_t end,
-                uint8_t proof[][MERKLE_HASH], int *len)
+static int source_range(void *ctx, uint64_t begin, uint64_t end, uint8_t out[MERKLE_HASH])
 {
-  uint64_t n = end - begin;
-  if (n == 1)
-    return 0;
-  uint64_t k = split(n);
-  int rc = m < k ? path(t, m, begin, begin + k, proof, len)
-                 : path(t, m - k, begin + k, end, proof, len);
-  if (rc == 0)
-    rc = m < k ? push(t, begin + k, end, proof, len) : push(t, begin, begin + k, proof, len);
-  return rc;
+  range_root(ctx, begin, end, out);
+  return 0;
 }
 
-/* SUBPROOF(m, D[begin:end), whole) of RFC 6962, as merkle.c. */
-static int subproof(const struct merkle_tree *t, uint64_t m, uint64_t begin, uint64_t end,
-                    bool whole, uint8_t proof[][MERKLE_HASH], int *len)
+static struct merkle_source as_source(const struct merkle_tree *t)
 {
-  uint64_t n = end - begin;
-  if (m == n)
-    return whole ? 0 : push(t, begin, end, proof, len);
-  uint64_t k = split(n);
-  int rc = m <= k ? subproof(t, m, begin, begin + k, whole, proof, len)
-                  : subproof(t, m - k, begin + k, end, false, proof, len);
-  if (rc == 0)
-    rc = m <= k ? push(t, begin + k, end, proof, len) : push(t, begin, begin + k, proof, len);
-  return rc;
+  return (struct merkle_source){.get = source_get, .ctx = (void *)t, .range = source_range};
 }
 
 int merkle_tree_root(const struct merkle_tree *t, uint64_t size, uint8_t out[MERKLE_HASH])
@@ -482,7 +463,8 @@ int merkle_tree_inclusion(const struct merkle_tree *t, uint64_t index, uint64_t 
     return MSD_EPARAM;
   if (index >= size || size > t->size)
     return MSD_ERANGE;
-  return path(t, index, 0, size, proof, len);
+  struct merkle_source src = as_source(t);
+  return merkle_inclusion_proof(&src, index, size, proof, len);
 }
 
 int merkle_tree_consistency(const struct merkle_tree *t, uint64_t size1, uint64_t size2,
@@ -494,5 +476,6 @@ int merkle_tree_consistency(const struct merkle_tree *t, uint64_t size1, uint64_
     return MSD_EPARAM;
   if (size1 == 0 || size1 > size2 || size2 > t->size)
     return MSD_ERANGE;
-  return subproof(t, size1, 0, size2, true, proof, len);
+  struct merkle_source src = as_source(t);
+  return merkle_consistency_proof(&src, size1, size2, proof, len);
 }

@@ -107,7 +107,7 @@ static void test_roots_match_vectors(void)
   merkle_compact_root(&c, root);
   unhex(empty_hex, want);
   CU_ASSERT(memcmp(root, want, MERKLE_HASH) == 0);
-  struct merkle_source src = {array_get, vec_leaf};
+  struct merkle_source src = {.get = array_get, .ctx = vec_leaf};
   for (int i = 0; i < 8; i++) {
     CU_ASSERT_EQUAL(merkle_compact_append(&c, vec_leaf[i]), 0);
     merkle_compact_root(&c, root);
@@ -139,7 +139,7 @@ static int inclusion_mutants_accepted(uint64_t idx, uint64_t size, const uint8_t
 static void test_inclusion_vectors(void)
 {
   load_vectors();
-  struct merkle_source src = {array_get, vec_leaf};
+  struct merkle_source src = {.get = array_get, .ctx = vec_leaf};
   for (size_t t = 0; t < sizeof inclusion / sizeof inclusion[0]; t++) {
     const struct vector *v = &inclusion[t];
     uint8_t want[MERKLE_PROOF_MAX][MERKLE_HASH], got[MERKLE_PROOF_MAX][MERKLE_HASH], root[32];
@@ -159,7 +159,7 @@ static void test_inclusion_vectors(void)
 static void test_consistency_vectors(void)
 {
   load_vectors();
-  struct merkle_source src = {array_get, vec_leaf};
+  struct merkle_source src = {.get = array_get, .ctx = vec_leaf};
   for (size_t t = 0; t < sizeof consistency / sizeof consistency[0]; t++) {
     const struct vector *v = &consistency[t];
     uint8_t want[MERKLE_PROOF_MAX][MERKLE_HASH], got[MERKLE_PROOF_MAX][MERKLE_HASH];
@@ -197,7 +197,7 @@ static void test_consistency_vectors(void)
   CU_ASSERT_FALSE(merkle_verify_consistency(1, 2, a, b, none, 0));
   int n;
   uint8_t p[MERKLE_PROOF_MAX][MERKLE_HASH];
-  struct merkle_source src2 = {array_get, vec_leaf};
+  struct merkle_source src2 = {.get = array_get, .ctx = vec_leaf};
   CU_ASSERT_EQUAL(merkle_consistency_proof(&src2, 0, 5, p, &n), MSD_ERANGE);
   CU_ASSERT_EQUAL(merkle_inclusion_proof(&src2, 5, 5, p, &n), MSD_ERANGE);
 }
@@ -238,7 +238,7 @@ static int naive_get(void *ctx, uint64_t i, uint8_t out[MERKLE_HASH])
 static void test_random_trees_against_naive(void)
 {
   struct test_rng r = test_rng_for(61);
-  struct merkle_source src = {naive_get, NULL};
+  struct merkle_source src = {.get = naive_get, .ctx = NULL};
   struct merkle_compact c;
   merkle_compact_init(&c);
   int bad = 0;
