@@ -14,6 +14,8 @@ int cmd_chain(int argc, char **argv);
 int cmd_bucket(int argc, char **argv);
 int cmd_verify_proof(int argc, char **argv);
 int cmd_dev(int argc, char **argv);
+int cmd_put(int argc, char **argv);
+int cmd_get(int argc, char **argv);
 
 /* Decimal in [min, max]; prints nothing. 0 or MSD_EPARAM. */
 int cli_parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out);

@@ -7,6 +7,7 @@
 #include "chain-anchor/node.h"
 #include "cli/cli.h"
 #include "common/err.h"
+#include "cluster/coord.h"
 #include "common/fs.h"
 #include "net/dataplane.h"
 
@@ -135,19 +136,27 @@ int cmd_node(int argc, char **argv)
   /* The data plane runs on its own thread beside the control loop, which
    * node_run drives on this one until SIGTERM/SIGINT. */
   struct dataplane *dp = NULL;
+  struct coord *co = NULL;
   if (c.data_address[0] != 0) {
     char store[600];
     snprintf(store, sizeof store, "%s/store", c.dir);
-    struct dataplane_opts o = {.listen = c.data_address, .store_dir = store};
-    int rc = msd_mkdirs(c.dir, 0700);
-    if (rc != 0) {
-      fprintf(stderr, "medshard node: cannot create %s: %s\n", c.dir, strerror(-rc));
+    struct coord_opts co_opts = {.control = c.control_address, .node_id = c.node_id};
+    if (coord_start(&co_opts, &co) != 0) {
+      fprintf(stderr, "medshard node: cannot start the coordinator's threads\n");
       return 1;
     }
-    if (dataplane_start(&o, &dp) != 0)
+    struct dataplane_opts o = {.listen = c.data_address, .store_dir = store, .take = coord_take,
+                               .take_ctx = co};
+    int rc = msd_mkdirs(c.dir, 0700);
+    if (rc != 0)
+      fprintf(stderr, "medshard node: cannot create %s: %s\n", c.dir, strerror(-rc));
+    if (rc != 0 || dataplane_start(&o, &dp) != 0) {
+      coord_stop(co);
       return 1;
+    }
   }
   int rc = node_run(&c);
-  dataplane_stop(dp);
+  dataplane_stop(dp); /* no new requests reach the coordinator after this */
+  coord_stop(co);
   return rc;
 }

@@ -23,6 +23,10 @@ static void usage(FILE *f)
              "                 a local cluster on 127.0.0.1; `dev up` writes ./medshard.conf\n"
              "  node [--config FILE] [flags]\n"
              "                 run a storage node (Raft voter or standby, chain, control plane)\n"
+             "  put FILE|- BUCKET/KEY [--content-type TYPE] [--json]\n"
+             "                 store a file, erasure-coded and anchored\n"
+             "  get BUCKET/KEY [FILE|-] [--range START-END] [--json]\n"
+             "                 read an object (or a byte range), checked end to end\n"
              "  bucket create NAME --ec K+M [--unit BYTES]\n"
              "                 create a bucket with its erasure policy\n"
              "  chain head|show H|verify|proof LEAF -o FILE|keys\n"
@@ -77,6 +81,10 @@ int main(int argc, char **argv)
     return cmd_chain(argc - 1, argv + 1);
   if (strcmp(verb, "bucket") == 0)
     return cmd_bucket(argc - 1, argv + 1);
+  if (strcmp(verb, "put") == 0)
+    return cmd_put(argc - 1, argv + 1);
+  if (strcmp(verb, "get") == 0)
+    return cmd_get(argc - 1, argv + 1);
   if (strcmp(verb, "verify-proof") == 0)
     return cmd_verify_proof(argc - 1, argv + 1);
   fprintf(stderr, "medshard: unknown command '%s'; run 'medshard help' for the list\n", verb);

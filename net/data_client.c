@@ -65,18 +65,22 @@ static int send_request(struct data_client *c, Medshard__DataRequest *req, const
   return rc;
 }
 
-int data_client_call(struct data_client *c, Medshard__DataRequest *req, const void *payload,
-                     size_t payload_len, int timeout_ms, Medshard__DataResponse **resp,
-                     void *into, size_t cap, size_t *got)
+int data_client_send(struct data_client *c, Medshard__DataRequest *req, const void *payload,
+                     size_t payload_len, int timeout_ms, uint64_t *id)
+{
+  return send_request(c, req, payload, payload_len, msd_now_ms() + timeout_ms, id);
+}
+
+int data_client_recv(struct data_client *c, uint64_t id, int timeout_ms,
+                     Medshard__DataResponse **resp, void *into, size_t cap, size_t *got)
 {
   int64_t deadline = msd_now_ms() + timeout_ms;
-  uint64_t id;
   *resp = NULL;
+  if (got != NULL)
+    *got = 0;
   uint8_t hdr[WIRE_HEADER_BYTES];
   struct wire_header h;
-  int rc = send_request(c, req, payload, payload_len, deadline, &id);
-  if (rc == 0)
-    rc = msd_sock_recv_all(c->fd, hdr, sizeof hdr, deadline);
+  int rc = msd_sock_recv_all(c->fd, hdr, sizeof hdr, deadline);
   if (rc == 0 && (wire_decode(hdr, PAYLOAD_MAX, &h, NULL) != 0 || h.kind != WIRE_RESPONSE ||
                   h.request_id != id))
     rc = MSD_EFRAME;
@@ -100,4 +104,18 @@ int data_client_call(struct data_client *c, Medshard__DataRequest *req, const vo
     *resp = NULL;
   }
   return rc;
+}
+
+int data_client_call(struct data_client *c, Medshard__DataRequest *req, const void *payload,
+                     size_t payload_len, int timeout_ms, Medshard__DataResponse **resp,
+                     void *into, size_t cap, size_t *got)
+{
+  int64_t t0 = msd_now_ms();
+  uint64_t id;
+  *resp = NULL;
+  int rc = data_client_send(c, req, payload, payload_len, timeout_ms, &id);
+  if (rc != 0)
+    return rc;
+  int left = timeout_ms - (int)(msd_now_ms() - t0);
+  return data_client_recv(c, id, left > 0 ? left : 0, resp, into, cap, got);
 }

@@ -27,4 +27,12 @@ int data_client_call(struct data_client *c, Medshard__DataRequest *req, const vo
                      size_t payload_len, int timeout_ms, Medshard__DataResponse **resp,
                      void *into, size_t cap, size_t *got);
 
+/* The two halves of data_client_call, for streams: a request whose
+ * response comes later (PUT_DATA frames have none; GET has several), and
+ * one response to request `id`. Errors as for data_client_call. */
+int data_client_send(struct data_client *c, Medshard__DataRequest *req, const void *payload,
+                     size_t payload_len, int timeout_ms, uint64_t *id);
+int data_client_recv(struct data_client *c, uint64_t id, int timeout_ms,
+                     Medshard__DataResponse **resp, void *into, size_t cap, size_t *got);
+
 #endif

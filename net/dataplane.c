@@ -16,12 +16,37 @@
 #define OPEN_SHARDS 64
 
 struct dataplane {
+  dataplane_take_fn take;
+  void *take_ctx;
   struct store *store;
   struct shard_rpc *rpc;
   struct net_loop *loop;
   pthread_t thread;
   bool running;
 };
+
+/* Shard operations are served here; object operations leave the loop
+ * with their connection for the coordinator. */
+static void handle(void *ctx, struct net_conn *c, const struct net_request *r)
+{
+  struct dataplane *d = ctx;
+  Medshard__DataRequest *req = medshard__data_request__unpack(NULL, r->msg_len, r->msg);
+  bool object_op = req != NULL && req->format_version == 1 && (req->op == MEDSHARD__DATA_OP__DATA_OP_PUT ||
+                                   req->op == MEDSHARD__DATA_OP__DATA_OP_GET);
+  if (!object_op || d->take == NULL) {
+    if (req != NULL)
+      medshard__data_request__free_unpacked(req, NULL);
+    shard_rpc_handle(d->rpc, c, r); /* it answers the rest, errors included */
+    return;
+  }
+  int fd = net_detach(c);
+  if (fd < 0) { /* UNTESTED: the handler always holds the request */
+    medshard__data_request__free_unpacked(req, NULL);
+    net_close(c, "cannot hand the connection over");
+    return;
+  }
+  d->take(d->take_ctx, fd, r->id, req);
+}
 
 static void *run(void *arg)
 {
@@ -45,6 +70,8 @@ int dataplane_start(const struct dataplane_opts *o, struct dataplane **out)
   struct dataplane *d = msd_calloc(1, sizeof *d);
   if (d == NULL)
     return -ENOMEM;
+  d->take = o->take;
+  d->take_ctx = o->take_ctx;
   /* One store writer per open shard: the store's I/O buffers bound them. */
   struct store_opts so = {.create = true, .io_buffers = OPEN_SHARDS + 8};
   int rc = store_open(o->store_dir, &so, &d->store);
@@ -55,7 +82,7 @@ int dataplane_start(const struct dataplane_opts *o, struct dataplane **out)
     rc = shard_rpc_create(d->store, OPEN_SHARDS, 60000, PAYLOAD_MAX, &d->rpc);
   struct net_opts no = {.listen = o->listen, .pool_buffers = o->pool_buffers,
                         .buffer_bytes = PAYLOAD_MAX};
-  if (rc == 0 && (rc = net_loop_create(&no, shard_rpc_handle, d->rpc, &d->loop)) != 0)
+  if (rc == 0 && (rc = net_loop_create(&no, handle, d, &d->loop)) != 0)
     msd_log(MSD_LOG_ERROR, "data plane: cannot listen on %s: %s", o->listen, msd_strerror(rc));
   /* The loop's thread must not take the node's signals (libuv's handler
    * runs on the control loop). */

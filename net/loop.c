@@ -158,8 +158,21 @@ void net_close(struct net_conn *c, const char *why)
   c->st = C_CLOSING;
   /* Pending receives and sends complete (with an error) once the socket is
    * shut down; the connection is freed when the last one has. */
-  shutdown(c->fd, SHUT_RDWR);
+  if (c->fd >= 0)
+    shutdown(c->fd, SHUT_RDWR);
 }
+
+int net_detach(struct net_conn *c)
+{
+  if (c->st != C_HANDLER)
+    return MSD_ESTATE;
+  int fd = c->fd;
+  c->fd = -1; /* reap frees the connection and its buffer, not the socket */
+  c->st = C_CLOSING;
+  return fd;
+}
+
+static void buf_release(struct net_loop *l, uint8_t *b);
 
 /* Frees closing connections with nothing in flight. */
 static void reap(struct net_loop *l)
@@ -175,8 +188,9 @@ static void reap(struct net_loop *l)
       if (c->next != NULL)
         c->next->prev = c->prev;
       if (c->buf != NULL)
-        buf_put(l, c->buf);
-      close(c->fd);
+        buf_release(l, c->buf); /* a waiting connection may take it */
+      if (c->fd >= 0)
+        close(c->fd);
       l->stats.conns--;
       msd_free(c);
     }

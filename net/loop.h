@@ -62,6 +62,12 @@ void net_loop_stop(struct net_loop *l);
 int net_reply(struct net_conn *c, uint64_t id, const uint8_t *msg, size_t msg_len,
               const uint8_t *payload, size_t payload_len);
 
+/* Takes c's socket out of the loop (from the handler, instead of a
+ * reply): the loop forgets the connection and the caller owns the fd,
+ * which has read exactly the request being handled. The request's msg and
+ * payload are invalid after the handler returns. The fd, or MSD_ESTATE. */
+int net_detach(struct net_conn *c);
+
 /* Closes c, logging why (NULL: an orderly close, not logged). */
 void net_close(struct net_conn *c, const char *why);
 
