@@ -23,6 +23,7 @@
 #include "cli/cli.h"
 #include "cli/dev_int.h"
 #include "common/err.h"
+#include "common/sock.h"
 
 #define DEV_DEFAULT_DIR "./var/dev"
 #define DEV_UNIT (1u << 20)
@@ -136,6 +137,37 @@ static int wait_ready(struct dev_cluster *dc, int secs, uint32_t *leader, char *
   }
 }
 
+/* Every node coordinates PUTs from its own copy of the chain state, so
+ * `up` returns only once each node has applied the bucket. */
+static int wait_bucket_everywhere(const struct dev_cluster *dc, char *why, size_t cap)
+{
+  int64_t until = msd_now_ms() + 30000;
+  for (size_t i = 0; i < dc->n; i++) {
+    char addr[64];
+    dev__addr_of(&dc->node[i], DEV_PORT_CONTROL, addr, sizeof addr);
+    for (;;) {
+      Medshard__CtlRequest req = MEDSHARD__CTL_REQUEST__INIT;
+      Medshard__CtlResponse *r;
+      req.op = MEDSHARD__CTL_OP__CTL_OP_GET_BUCKET;
+      req.bucket = (char *)DEV_BUCKET;
+      int rc = ctl_call_any(addr, &req, 2000, &r, NULL, NULL);
+      if (rc == 0) {
+        rc = r->code;
+        medshard__ctl_response__free_unpacked(r, NULL);
+      }
+      if (rc == 0)
+        break;
+      if (msd_now_ms() > until) {
+        snprintf(why, cap, "node %" PRIu32 " has not applied bucket " DEV_BUCKET " in 30 s: %s",
+                 dc->node[i].id, msd_strerror(rc));
+        return rc;
+      }
+      usleep(50000);
+    }
+  }
+  return 0;
+}
+
 /* Creates the default bucket; one that exists already (a restarted
  * cluster) is fine. */
 static int create_bucket(const struct dev_cluster *dc, char *why, size_t cap)
@@ -154,7 +186,7 @@ static int create_bucket(const struct dev_cluster *dc, char *why, size_t cap)
     snprintf(why, cap, "cannot create bucket " DEV_BUCKET ": %s",
              msg && msg[0] ? msg : msd_strerror(rc));
   medshard__ctl_response__free_unpacked(r, NULL);
-  return rc == MSD_EEXIST ? 0 : rc;
+  return rc == MSD_EEXIST ? 0 : wait_bucket_everywhere(dc, why, cap);
 }
 
 /* ---- finding the cluster ---- */

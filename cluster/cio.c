@@ -310,6 +310,8 @@ void cio_fail(struct cio_peer *p, const char *why)
   if (p->fd >= 0)
     shutdown(p->fd, SHUT_RDWR);
   struct cio *io = p->io;
+  if (io == NULL) /* never opened (its connect failed): nothing queued */
+    return;
   if (p->inflight == 0 && io->ndead < sizeof io->dead / sizeof io->dead[0])
     io->dead[io->ndead++] = p;
 }

@@ -22,6 +22,7 @@
 #include "shard/stripe.h"
 
 #define LATE_MS 2000       /* a shard this late is read around */
+#define STUCK_MS 30000     /* ... and this late, given up on */
 #define CLIENT_MS 60000    /* a client this long not taking bytes is gone */
 
 enum { S_NONE, S_REQ, S_GOT, S_FAIL };
@@ -344,13 +345,26 @@ static void fill_window(struct get *g)
   }
 }
 
+/* A late shard is read around while parity can stand in for it; once m
+ * shards are already out, reading around would only fail the GET, so the
+ * late one gets up to 30 s instead. */
 static void check_late(struct get *g)
 {
   int64_t now = msd_now_ms();
+  int out = 0;
+  for (int i = 0; i < g->n; i++)
+    out += g->t[i].bad;
   for (int i = 0; i < g->n; i++) {
     struct gtarget *t = &g->t[i];
-    if (t->tried && !t->p.dead && cio_pending(&t->p) > 0 && now - t->p.last_ms > LATE_MS)
+    if (!t->tried || t->p.dead || cio_pending(&t->p) == 0)
+      continue;
+    int64_t quiet = now - t->p.last_ms;
+    if (out < g->m && quiet > LATE_MS) {
       cio_fail(&t->p, "late: no answer in 2 s");
+      out++;
+    } else if (quiet > STUCK_MS) {
+      cio_fail(&t->p, "no answer in 30 s");
+    }
   }
   if (g->client.out_n > 0 && now - g->client.last_ms > CLIENT_MS)
     get_fail(g, MSD_ETIMEDOUT, "the client took nothing for 60 s");

@@ -25,6 +25,7 @@
 #include "shard/stripe.h"
 
 #define STALL_MS 5000        /* a target this long without progress is a hole */
+#define STUCK_MS 30000       /* ... even the last k+1 */
 #define CLIENT_IDLE_MS 60000 /* a client this long silent mid-body is gone */
 #define COMMIT_MS 30000
 #define APPLY_MS 5000
@@ -296,9 +297,13 @@ static bool all_sealed(const struct put *p)
 static void check_stalls(struct put *p)
 {
   int64_t now = msd_now_ms();
-  for (int i = 0; i < p->n; i++)
-    if (p->t[i].live && p->t[i].waiting > 0 && now - p->t[i].p.last_ms > STALL_MS)
-      target_lost(p, i, "no answer for 5 s");
+  /* A stalled target becomes a hole while k+1 others remain; the last
+   * k+1 get up to 30 s, since dropping one would fail the PUT anyway. */
+  for (int i = 0; i < p->n; i++) {
+    int64_t quiet = p->t[i].live && p->t[i].waiting > 0 ? now - p->t[i].p.last_ms : 0;
+    if ((p->live > p->k + 1 && quiet > STALL_MS) || quiet > STUCK_MS)
+      target_lost(p, i, quiet > STUCK_MS ? "no answer for 30 s" : "no answer for 5 s");
+  }
   if (p->client_waiting && now - p->client.last_ms > CLIENT_IDLE_MS)
     put_fail(p, MSD_ETIMEDOUT, "the client sent nothing for 60 s");
 }

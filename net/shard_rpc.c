@@ -27,6 +27,7 @@ struct shard_rpc {
   uint64_t idle_ns;
   size_t payload_max;
   uint8_t *read_buf; /* one READ's bytes on their way into the reply */
+  uint64_t last_sweep_ns;
 };
 
 int shard_rpc_create(struct store *store, unsigned max_open, unsigned idle_ms, size_t payload_max,
@@ -94,6 +95,23 @@ static struct open_shard *free_slot(struct shard_rpc *r)
     drop_open(oldest);
   }
   return oldest;
+}
+
+/* Drops shards left open past the idle limit (their coordinator crashed
+ * or its client went away), so their space returns without waiting for a
+ * new OPEN to need the slot. Runs at most once a second. */
+static void sweep_idle(struct shard_rpc *r)
+{
+  uint64_t now = msd_now_ns();
+  if (now - r->last_sweep_ns < 1000000000u)
+    return;
+  r->last_sweep_ns = now;
+  for (unsigned i = 0; i < r->max_open; i++)
+    if (r->open[i].w != NULL && now - r->open[i].last_ns > r->idle_ns) {
+      msd_log(MSD_LOG_WARN, "net: dropping shard %u of an object idle for over %" PRIu64
+              " s (its writer went away)", r->open[i].id.index, r->idle_ns / 1000000000u);
+      drop_open(&r->open[i]);
+    }
 }
 
 /* ---- the operations; each fills resp (code, message, size, digest) ---- */
@@ -266,6 +284,7 @@ void shard_rpc_handle(void *ctx, struct net_conn *c, const struct net_request *r
   struct shard_rpc *r = ctx;
   struct reply out = {.resp = MEDSHARD__DATA_RESPONSE__INIT};
   out.resp.format_version = 1;
+  sweep_idle(r);
   Medshard__DataRequest *q = medshard__data_request__unpack(NULL, req->msg_len, req->msg);
   if (q == NULL)
     fail(&out, MSD_EDECODE, "request message does not decode");
