@@ -187,6 +187,25 @@ int coord_place(struct coord_worker *w, int k, int m, const uint8_t oid[16], uin
   return place_select(w->place[slot].pm, oid, out, w->scratch);
 }
 
+uint8_t *coord_arena(struct coord_worker *w, size_t need)
+{
+  if (need <= w->arena_len)
+    return w->arena;
+  msd_free(w->arena);
+  w->arena_len = 0;
+  w->arena = msd_aligned_alloc(64, need);
+  if (w->arena != NULL)
+    w->arena_len = need;
+  return w->arena;
+}
+
+unsigned coord_window(size_t per_stripe, uint64_t stripes)
+{
+  size_t fit = COORD_WINDOW_BYTES / per_stripe;
+  unsigned w = fit < 2 ? 2 : fit > 8 ? 8 : (unsigned)fit;
+  return stripes < w ? (stripes ? (unsigned)stripes : 1) : w;
+}
+
 /* ---- workers ---- */
 
 static void serve(struct coord_worker *w, struct coord_job *j)
@@ -310,6 +329,7 @@ void coord_stop(struct coord *c)
     for (int k = 0; k < COORD_CACHE; k++)
       ec_destroy(w->codec[k].ec);
     msd_free(w->scratch);
+    msd_free(w->arena);
   }
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->cv);

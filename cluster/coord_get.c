@@ -470,16 +470,16 @@ static int setup(struct get *g)
   if (g->len == 0)
     g->next_out = g->next_plan = 1, g->last_stripe = 0; /* nothing to read */
   size_t per = (size_t)g->n * g->unit;
-  g->window = (unsigned)(COORD_WINDOW_BYTES / per);
-  g->window = g->window < 2 ? 2 : g->window > 8 ? 8 : g->window;
+  g->window = coord_window(per, g->len ? g->last_stripe - g->next_plan + 1 : 1);
+  uint8_t *arena = coord_arena(g->w, g->window * per);
+  if (arena == NULL)
+    get_fail(g, -ENOMEM, "out of memory for a GET's window"); /* UNTESTED */
   g->sha = EVP_MD_CTX_new();
   if (g->sha == NULL || !EVP_DigestInit_ex(g->sha, EVP_sha256(), NULL))
     get_fail(g, -ENOMEM, "out of memory"); /* UNTESTED */
   for (unsigned s = 0; s < g->window && g->err == 0; s++) {
-    g->slot[s].data = msd_aligned_alloc(64, per);
-    g->slot[s].parity = g->slot[s].data ? g->slot[s].data + (size_t)g->k * g->unit : NULL;
-    if (g->slot[s].data == NULL)
-      get_fail(g, -ENOMEM, "out of memory for a GET's window"); /* UNTESTED */
+    g->slot[s].data = arena + s * per;
+    g->slot[s].parity = g->slot[s].data + (size_t)g->k * g->unit;
   }
   return g->err;
 }
@@ -509,8 +509,6 @@ static void finish(struct get *g)
   msd_free(g->client.msg);
   if (fd >= 0)
     close(fd);
-  for (unsigned s = 0; s < STRIPE_WINDOW_MAX; s++)
-    msd_free(g->slot[s].data);
   EVP_MD_CTX_free(g->sha);
   if (g->mf != NULL)
     medshard__manifest__free_unpacked(g->mf, NULL);

@@ -15,7 +15,7 @@
 #include "shard/placement.h"
 
 #define COORD_PAYLOAD (1u << 20)     /* frame payload bound, as the data loop's */
-#define COORD_WINDOW_BYTES (32u << 20) /* stripe buffers per request */
+#define COORD_WINDOW_BYTES (24u << 20) /* stripe buffers per worker */
 #define COORD_CONNECT_MS 1000
 #define COORD_CACHE 8
 
@@ -30,6 +30,8 @@ struct coord_worker {
   struct { int k, m; struct ec_codec *ec; } codec[COORD_CACHE];
   void *scratch;
   size_t scratch_len;
+  uint8_t *arena; /* the stripe window of the request being served */
+  size_t arena_len;
 };
 
 struct coord {
@@ -57,6 +59,16 @@ struct ec_codec *coord_codec(struct coord_worker *w, int k, int m);
 /* k+m targets for a new object: out[i] = node id for shard i. 0,
  * MSD_ENODES (fewer usable nodes than shards), MSD_EUNAVAILABLE. */
 int coord_place(struct coord_worker *w, int k, int m, const uint8_t oid[16], uint32_t *out);
+
+/* The worker's stripe arena, at least `need` bytes (64-byte aligned):
+ * allocated once and reused by every request, so requests do not fault
+ * in fresh pages (or grow memory) one after another. NULL if out of
+ * memory. */
+uint8_t *coord_arena(struct coord_worker *w, size_t need);
+/* Stripes in flight for a request of `stripes` stripes of `per_stripe`
+ * bytes: as many as COORD_WINDOW_BYTES holds, 2..8, never more than the
+ * request has (at least 1). */
+unsigned coord_window(size_t per_stripe, uint64_t stripes);
 
 /* One response frame on the client's socket, blocking (outside a
  * request's io_uring traffic). */

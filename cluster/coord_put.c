@@ -384,8 +384,11 @@ static int setup(struct put *p)
     return p->err;
   }
   size_t per_stripe = (size_t)p->n * p->unit;
-  p->window = (unsigned)(COORD_WINDOW_BYTES / per_stripe);
-  p->window = p->window < 2 ? 2 : p->window > 8 ? 8 : p->window;
+  uint64_t width = (uint64_t)p->k * p->unit;
+  p->window = coord_window(per_stripe, p->j->req->has_size
+                                           ? (p->j->req->length + width - 1) / width
+                                           : UINT64_MAX);
+  uint8_t *arena = coord_arena(p->w, p->window * per_stripe);
   if (getrandom(p->oid, sizeof p->oid, 0) != sizeof p->oid ||
       getrandom(p->salt, sizeof p->salt, 0) != sizeof p->salt) {
     put_fail(p, -EIO, "no randomness for the object id"); /* UNTESTED */
@@ -394,8 +397,8 @@ static int setup(struct put *p)
   struct ec_codec *ec = coord_codec(p->w, p->k, p->m);
   p->sha_ctx = EVP_MD_CTX_new();
   p->stage = msd_malloc(COORD_PAYLOAD);
-  if (ec == NULL || p->sha_ctx == NULL || p->stage == NULL ||
-      stripe_enc_create(ec, p->unit, p->window, &p->enc) != 0 ||
+  if (ec == NULL || p->sha_ctx == NULL || p->stage == NULL || arena == NULL ||
+      stripe_enc_create_in(ec, p->unit, p->window, arena, p->window * per_stripe, &p->enc) != 0 ||
       !EVP_DigestInit_ex(p->sha_ctx, EVP_sha256(), NULL)) {
     put_fail(p, -ENOMEM, "out of memory for a PUT's window");
     return p->err;

@@ -13,7 +13,14 @@
 #include "storage/store.h"
 
 #define PAYLOAD_MAX (1u << 20)
-#define OPEN_SHARDS 64
+/* The node's memory budget (DESIGN §7: fixed at start, never grown by
+ * load): OPEN_SHARDS writers hold one registered 1 MiB store buffer each
+ * (pinned, so resident from the start), POOL_BUFFERS requests in flight
+ * hold one ~1.06 MiB loop buffer each, and the coordinator's workers one
+ * 24 MiB stripe arena each: about 40 + 34 + 96 MiB at most. More shard
+ * writers or requests than that wait (or are refused with ENOBUFS). */
+#define OPEN_SHARDS 32
+#define POOL_BUFFERS 32
 
 struct dataplane {
   dataplane_take_fn take;
@@ -80,7 +87,7 @@ int dataplane_start(const struct dataplane_opts *o, struct dataplane **out)
             msd_strerror(rc));
   if (rc == 0)
     rc = shard_rpc_create(d->store, OPEN_SHARDS, 60000, PAYLOAD_MAX, &d->rpc);
-  struct net_opts no = {.listen = o->listen, .pool_buffers = o->pool_buffers,
+  struct net_opts no = {.listen = o->listen, .pool_buffers = o->pool_buffers ? o->pool_buffers : POOL_BUFFERS,
                         .buffer_bytes = PAYLOAD_MAX};
   if (rc == 0 && (rc = net_loop_create(&no, handle, d, &d->loop)) != 0)
     msd_log(MSD_LOG_ERROR, "data plane: cannot listen on %s: %s", o->listen, msd_strerror(rc));

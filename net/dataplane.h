@@ -17,7 +17,7 @@ typedef void (*dataplane_take_fn)(void *ctx, int fd, uint64_t id, Medshard__Data
 struct dataplane_opts {
   const char *listen;     /* HOST:PORT of the data port */
   const char *store_dir;  /* the shard store, created if missing */
-  unsigned pool_buffers;  /* request buffers (~1.06 MiB each); default 64 */
+  unsigned pool_buffers;  /* request buffers (~1.06 MiB each); default 32 */
   dataplane_take_fn take; /* object operations (NULL: refused) */
   void *take_ctx;
 };

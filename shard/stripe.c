@@ -26,6 +26,7 @@ struct stripe_enc {
   uint64_t next_index;  /* index of the next stripe to start */
   struct stripe_slot *filling;
   size_t fill;          /* bytes in the filling stripe */
+  bool borrowed;        /* slot buffers are the caller's (stripe_enc_create_in) */
   /* READY stripes in index order, a ring of `window` entries. */
   struct stripe_slot **ready;
   unsigned ready_head, ready_count;
@@ -76,14 +77,18 @@ size_t stripe_data_len(const struct stripe_geom *g, uint64_t index)
   return (size_t)(left < sw ? left : sw);
 }
 
-int stripe_enc_create(struct ec_codec *codec, size_t unit, unsigned window,
-                      struct stripe_enc **out)
+/* Both constructors: slot buffers from mem when given, else allocated. */
+static int enc_create(struct ec_codec *codec, size_t unit, unsigned window, uint8_t *mem,
+                      size_t mem_len, struct stripe_enc **out)
 {
   if (codec == NULL || out == NULL || window == 0 || window > STRIPE_WINDOW_MAX)
     return MSD_EPARAM;
   int rc = stripe_check_unit(unit);
   if (rc != 0)
     return rc;
+  size_t bytes = (size_t)(ec_k(codec) + ec_m(codec)) * unit;
+  if (mem != NULL && (mem_len / bytes < window || (uintptr_t)mem % 64 != 0))
+    return MSD_EPARAM;
 
   struct stripe_enc *s = msd_calloc(1, sizeof *s + window * sizeof s->slots[0]);
   if (s == NULL)
@@ -93,12 +98,12 @@ int stripe_enc_create(struct ec_codec *codec, size_t unit, unsigned window,
   s->m = ec_m(codec);
   s->unit = unit;
   s->window = window;
+  s->borrowed = mem != NULL;
   s->ready = msd_calloc(window, sizeof *s->ready);
   if (s->ready == NULL)
     goto fail;
-  size_t bytes = (size_t)(s->k + s->m) * unit;
   for (unsigned i = 0; i < window; i++) {
-    s->slots[i].buf = msd_aligned_alloc(64, bytes);
+    s->slots[i].buf = mem ? mem + (size_t)i * bytes : msd_aligned_alloc(64, bytes);
     if (s->slots[i].buf == NULL)
       goto fail;
   }
@@ -110,11 +115,25 @@ fail:
   return -ENOMEM;
 }
 
+int stripe_enc_create(struct ec_codec *codec, size_t unit, unsigned window,
+                      struct stripe_enc **out)
+{
+  return enc_create(codec, unit, window, NULL, 0, out);
+}
+
+int stripe_enc_create_in(struct ec_codec *codec, size_t unit, unsigned window, void *mem,
+                         size_t mem_len, struct stripe_enc **out)
+{
+  if (mem == NULL)
+    return MSD_EPARAM;
+  return enc_create(codec, unit, window, mem, mem_len, out);
+}
+
 void stripe_enc_destroy(struct stripe_enc *s)
 {
   if (s == NULL)
     return;
-  for (unsigned i = 0; i < s->window; i++)
+  for (unsigned i = 0; i < s->window && !s->borrowed; i++)
     msd_free(s->slots[i].buf);
   msd_free(s->ready);
   msd_free(s);

@@ -61,6 +61,12 @@ struct stripe_enc;
  * Returns 0, MSD_EUNIT, MSD_EPARAM (window 0 or > 64), -ENOMEM. */
 int stripe_enc_create(struct ec_codec *codec, size_t unit, unsigned window,
                       struct stripe_enc **out);
+/* The same, with the window's buffers carved from the caller's memory
+ * (64-byte aligned, at least window x (k+m) x unit bytes; it must outlive
+ * the encoder), so a server can reuse one arena for every request instead
+ * of faulting in fresh pages each time. MSD_EPARAM if mem is unfit. */
+int stripe_enc_create_in(struct ec_codec *codec, size_t unit, unsigned window, void *mem,
+                         size_t mem_len, struct stripe_enc **out);
 void stripe_enc_destroy(struct stripe_enc *s);
 
 /* Starts a new object on the same buffers (no allocation), e.g. the next

@@ -322,6 +322,46 @@ static void test_reset_starts_a_new_object(void)
   ec_destroy(codec);
 }
 
+/* An encoder over caller memory puts its stripes inside that memory, and
+ * encodes what the allocating one does; unfit memory is refused. */
+static void test_create_in_uses_caller_memory(void)
+{
+  struct ec_codec *codec;
+  struct stripe_enc *a, *b;
+  enum { UNIT = 4096, WIN = 2, BYTES = WIN * 3 * UNIT };
+  static _Alignas(64) unsigned char arena[BYTES + 64];
+  CU_ASSERT_EQUAL_FATAL(ec_create(2, 1, &codec), 0);
+  CU_ASSERT_EQUAL(stripe_enc_create_in(codec, UNIT, WIN, arena, BYTES - 1, &b), MSD_EPARAM);
+  CU_ASSERT_EQUAL(stripe_enc_create_in(codec, UNIT, WIN, arena + 1, BYTES, &b), MSD_EPARAM);
+  CU_ASSERT_EQUAL(stripe_enc_create_in(codec, UNIT, WIN, NULL, BYTES, &b), MSD_EPARAM);
+  CU_ASSERT_EQUAL_FATAL(stripe_enc_create_in(codec, UNIT, WIN, arena, BYTES, &b), 0);
+  CU_ASSERT_EQUAL_FATAL(stripe_enc_create(codec, UNIT, WIN, &a), 0);
+  static unsigned char src[2 * UNIT + 100];
+  for (size_t i = 0; i < sizeof src; i++)
+    src[i] = (unsigned char)(i * 31 + 7);
+  size_t took;
+  struct stripe_enc *enc[2] = {a, b};
+  struct stripe *st[2][2];
+  for (int e = 0; e < 2; e++) {
+    CU_ASSERT_EQUAL(stripe_enc_write(enc[e], src, sizeof src, 0, &took), 0);
+    CU_ASSERT_EQUAL(stripe_enc_finish(enc[e]), 0);
+    st[e][0] = stripe_enc_next(enc[e]);
+    st[e][1] = stripe_enc_next(enc[e]);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st[e][1]);
+  }
+  for (int s = 0; s < 2; s++)
+    for (int c = 0; c < 3; c++) {
+      CU_ASSERT(st[1][s]->chunk[c] >= arena && st[1][s]->chunk[c] + UNIT <= arena + BYTES);
+      CU_ASSERT(memcmp(st[0][s]->chunk[c], st[1][s]->chunk[c], UNIT) == 0);
+    }
+  for (int e = 0; e < 2; e++) {
+    stripe_enc_release(enc[e], st[e][0]);
+    stripe_enc_release(enc[e], st[e][1]);
+    stripe_enc_destroy(enc[e]); /* must not free the arena (ASan would say) */
+  }
+  ec_destroy(codec);
+}
+
 static void test_bad_input(void)
 {
   struct ec_codec *codec;
@@ -388,6 +428,7 @@ const struct test_case stripe_tests[] = {
     {"borrowed stripes are zero-copy", test_borrow_is_zero_copy},
     {"window bounds memory", test_window_bounds_memory},
     {"reset starts a new object", test_reset_starts_a_new_object},
+    {"create_in uses caller memory", test_create_in_uses_caller_memory},
     {"bad input", test_bad_input},
     {"create survives allocation failures", test_create_survives_allocation_failures},
     {NULL, NULL}};
