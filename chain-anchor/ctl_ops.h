@@ -26,4 +26,33 @@ int ctl_fetch_keys(const char *addrs, struct chain_key *keys, size_t cap, size_t
 int ctl_create_bucket(const char *addrs, const char *name, uint32_t k, uint32_t m,
                       uint32_t unit, Medshard__CtlResponse **resp);
 
+/* Writes addrs into out (cap bytes) with the Raft leader's control address
+ * put first (learnt from HEAD and the cluster map), so that reads through
+ * ctl_call_any see every write acknowledged so far (unless leadership
+ * moves meanwhile): followers apply committed entries a little after the
+ * leader. addrs as given if the
+ * leader is unknown or the result would not fit. */
+void ctl_leader_first(const char *addrs, char *out, size_t cap);
+
+/* Submits DeleteObject(bucket, key). 0 with *resp the caller's (its code,
+ * then its single outcome: MSD_ENOTFOUND with a sentence when no live
+ * object has that name, else the tombstone's anchor reference), or the
+ * error of ctl_submit. */
+int ctl_delete_object(const char *addrs, const char *bucket, const char *key,
+                      Medshard__CtlResponse **resp);
+
+#define CTL_KEY_MAX 1024 /* longest object key, as the FSM accepts it */
+
+/* One page of CTL_OP_LIST: bucket's objects whose keys start with prefix
+ * ("" for all), after start_after ("" for the first page), up to limit
+ * (0: the node's maximum, 1000), in key order, from the first node that
+ * answers. 0 with *resp the caller's: its code and message (MSD_ENOTFOUND:
+ * no such bucket), its manifests (never a deleted one: the resume marker a
+ * node may end a page with is dropped here), and in next (CTL_KEY_MAX + 1
+ * bytes, the caller's) the start_after of the following page, "" when the
+ * listing is complete. Or a transport error, or MSD_EDECODE for a page
+ * that claims more follows but names no key to resume from. */
+int ctl_list(const char *addrs, const char *bucket, const char *prefix, const char *start_after,
+             uint32_t limit, Medshard__CtlResponse **resp, char next[CTL_KEY_MAX + 1]);
+
 #endif

@@ -78,6 +78,29 @@ int chain_fsm_node(const struct chain_fsm *f, uint32_t node_id, uint8_t **buf,
 /* Every node of the cluster map as encoded NodeInfo messages, concatenated
  * with a 4-byte big-endian length before each. */
 int chain_fsm_nodes(const struct chain_fsm *f, uint8_t **buf, size_t *len);
+/* Listing (CTL_OP_LIST). Most manifests in one call, and most names one
+ * call examines (deleted ones included): the node answers on its control
+ * loop, so a page must stay cheap however many tombstones a bucket holds. */
+#define CHAIN_LIST_MAX 1000
+#define CHAIN_LIST_SCAN_MAX 10000
+/* One page of bucket's objects whose keys start with `prefix` (NULL or ""
+ * for all) and come after `start_after` (NULL or "": from the first), in
+ * the names table's order: byte order of the keys, except that keys too
+ * long to be stored whole (fsm__name_key) and sharing their first
+ * 478 - len(bucket) bytes come in a fixed order of their hashes. Deleted
+ * objects are skipped. Returns up to `limit` (0 = CHAIN_LIST_MAX, capped at
+ * it) encoded Manifests in *buf, each preceded by its length (4 bytes,
+ * big-endian), at most max_bytes in all; *buf is msd_malloc'ed, the caller
+ * frees it. *truncated says more names may follow: resume with the last
+ * manifest's key as start_after. A page that the scan limit cut short in a
+ * run of names it did not list ends with a marker: a Manifest with only
+ * format_version, bucket, key and deleted = true, naming where to resume,
+ * never to be shown as an object. 0; MSD_ENOTFOUND (no such bucket);
+ * MSD_EPARAM (bucket, prefix or start_after out of range); MSD_ESHORT (one
+ * manifest alone exceeds max_bytes). */
+int chain_fsm_list(const struct chain_fsm *f, const char *bucket, const char *prefix,
+                   const char *start_after, uint32_t limit, size_t max_bytes, uint8_t **buf,
+                   size_t *len, bool *truncated);
 /* The offline proof bundle for leaf `index` against the first block that
  * covers it (ProofBundle). MSD_ENOTFOUND until such a block is cut. */
 int chain_fsm_proof(const struct chain_fsm *f, uint64_t index, uint8_t **buf, size_t *len);

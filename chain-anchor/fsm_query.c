@@ -1,6 +1,6 @@
-/* Read-only views of the FSM's state (fsm.h): the head, manifests, blocks,
- * nodes, proofs and the state digest. Every query runs in its own LMDB read
- * transaction and copies what it returns. */
+/* Read-only views of the FSM's state (fsm.h): the head, manifests,
+ * listings, blocks, nodes, proofs and the state digest. Every query runs in
+ * its own LMDB read transaction and copies what it returns. */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <string.h>
@@ -204,6 +204,214 @@ int chain_fsm_nodes(const struct chain_fsm *f, uint8_t **buf, size_t *len)
   *buf = out != NULL ? out : msd_malloc(1);
   *len = total;
   return *buf == NULL ? -ENOMEM : 0;
+}
+
+/* A LIST in progress (chain_fsm_list): what every listed name key starts
+ * with, which name to step over, and the page being built. */
+struct list_walk {
+  const struct chain_fsm *f;
+  MDB_txn *txn;
+  const char *prefix;
+  size_t plen, blen;
+  uint8_t match[FSM_NAME_KEY_MAX]; /* bucket \0 and the prefix bytes every name key keeps */
+  size_t mlen;
+  uint8_t skip[FSM_NAME_KEY_MAX];  /* start_after's name key; slen 0: none */
+  size_t slen;
+  uint8_t *out;
+  size_t len, cap, max_bytes;
+  uint32_t count, limit;
+  uint8_t last_id[16];             /* object id of the last name examined */
+  bool unlisted;                   /* ... and that name was not listed */
+};
+
+/* LMDB's default key order: bytes, then the shorter first. */
+static int name_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+  int c = memcmp(a, b, alen < blen ? alen : blen);
+  return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
+static int list_setup(struct list_walk *w, const struct chain_fsm *f, const char *bucket,
+                      const char *prefix, const char *start_after)
+{
+  memset(w, 0, sizeof *w);
+  w->f = f;
+  w->prefix = prefix != NULL ? prefix : "";
+  w->plen = strlen(w->prefix);
+  w->blen = bucket != NULL ? strlen(bucket) : 0;
+  if (w->blen == 0 || w->blen > 63 || w->plen > 1024)
+    return MSD_EPARAM;
+  /* A name key too long for LMDB keeps only the key's first bytes
+   * (fsm__name_key): only those can narrow the cursor's range. */
+  size_t kept = FSM_NAME_KEY_MAX - w->blen - 1 - 32;
+  memcpy(w->match, bucket, w->blen + 1);
+  memcpy(w->match + w->blen + 1, w->prefix, w->plen < kept ? w->plen : kept);
+  w->mlen = w->blen + 1 + (w->plen < kept ? w->plen : kept);
+  if (start_after != NULL && start_after[0] != 0 &&
+      (w->slen = fsm__name_key(bucket, start_after, w->skip)) == 0)
+    return MSD_EPARAM;
+  return 0;
+}
+
+/* Appends one encoded manifest to the page; MSD_ESHORT if it would take
+ * the page past max_bytes. The 4-byte length before each is also an upper
+ * bound on what protobuf spends on a repeated field's tag and length, so a
+ * page of max_bytes fits a response of that many bytes of manifests. */
+static int page_add(struct list_walk *w, const void *msg, size_t n)
+{
+  if (w->len + 4 + n > w->max_bytes)
+    return MSD_ESHORT;
+  while (w->len + 4 + n > w->cap)
+    if (msd_grow(&w->out, &w->cap, w->cap, 1, 4096) != 0)
+      return -ENOMEM;
+  fsm__be(w->out + w->len, n, 4);
+  memcpy(w->out + w->len + 4, msg, n);
+  w->len += 4 + n;
+  return 0;
+}
+
+/* Whether name key k of object id starts with the whole prefix: the cursor
+ * range checked the bytes the key keeps; a hashed name key (exactly
+ * FSM_NAME_KEY_MAX bytes) under a longer prefix needs the manifest's key. */
+static int name_matches(struct list_walk *w, const MDB_val *k, const uint8_t *id, bool *yes)
+{
+  size_t head = w->blen + 1;
+  *yes = true;
+  if (w->mlen == head + w->plen)
+    return 0;
+  if (k->mv_size < FSM_NAME_KEY_MAX) {
+    *yes = k->mv_size >= head + w->plen &&
+           memcmp((const uint8_t *)k->mv_data + head, w->prefix, w->plen) == 0;
+    return 0;
+  }
+  MDB_val v;
+  int rc = fsm__get(w->txn, w->f, T_OBJECTS, id, 16, &v);
+  Medshard__Manifest *m = rc == 0 ? medshard__manifest__unpack(NULL, v.mv_size, v.mv_data) : NULL;
+  if (m == NULL)
+    return MSD_ECORRUPT; /* UNTESTED: every name has its manifest */
+  *yes = m->key != NULL && strncmp(m->key, w->prefix, w->plen) == 0;
+  medshard__manifest__free_unpacked(m, NULL);
+  return 0;
+}
+
+/* Lists one name (key k, names table value v) if it is live and matches. */
+static int list_name(struct list_walk *w, const MDB_val *k, const MDB_val *v)
+{
+  const uint8_t *nv = v->mv_data;
+  if (v->mv_size != 25)
+    return MSD_ECORRUPT; /* UNTESTED: the FSM writes 25-byte values */
+  memcpy(w->last_id, nv, 16);
+  w->unlisted = true;
+  if (nv[24] != 0)
+    return 0; /* deleted: the tombstone only keeps the version counter */
+  bool yes;
+  int rc = name_matches(w, k, nv, &yes);
+  if (rc != 0 || !yes)
+    return rc;
+  MDB_val m;
+  rc = fsm__get(w->txn, w->f, T_OBJECTS, nv, 16, &m);
+  if (rc == MSD_ENOTFOUND)
+    rc = MSD_ECORRUPT; /* UNTESTED: every name has its manifest */
+  if (rc == 0)
+    rc = page_add(w, m.mv_data, m.mv_size);
+  if (rc == 0) {
+    w->count++;
+    w->unlisted = false;
+  }
+  return rc;
+}
+
+/* Ends a page that the scan limit cut short after names it did not list
+ * with a marker naming the last of them (fsm.h), so the next page starts
+ * past them instead of scanning them again. */
+static int list_marker(struct list_walk *w)
+{
+  MDB_val v;
+  uint8_t buf[1280]; /* 63-byte bucket, 1024-byte key and a few tags */
+  int rc = fsm__get(w->txn, w->f, T_OBJECTS, w->last_id, 16, &v);
+  Medshard__Manifest *m = rc == 0 ? medshard__manifest__unpack(NULL, v.mv_size, v.mv_data) : NULL;
+  if (m == NULL)
+    return MSD_ECORRUPT; /* UNTESTED: every name has its manifest */
+  Medshard__Manifest mk = MEDSHARD__MANIFEST__INIT;
+  mk.format_version = 1;
+  mk.bucket = m->bucket;
+  mk.key = m->key;
+  mk.deleted = true;
+  size_t n = medshard__manifest__get_packed_size(&mk);
+  rc = n > sizeof buf ? MSD_ECORRUPT : 0; /* UNTESTED: names are bounded on put */
+  if (rc == 0)
+    medshard__manifest__pack(&mk, buf);
+  if (rc == 0)
+    rc = page_add(w, buf, n);
+  if (rc == MSD_ESHORT && w->count > 0)
+    rc = 0; /* no room: the page's last manifest is where to resume */
+  medshard__manifest__free_unpacked(m, NULL);
+  return rc;
+}
+
+/* Walks the names table from the later of the prefix and start_after. */
+static int list_run(struct list_walk *w, bool *truncated)
+{
+  MDB_cursor *c;
+  MDB_val k, v;
+  bool from_skip = w->slen > 0 && name_cmp(w->skip, w->slen, w->match, w->mlen) > 0;
+  k = from_skip ? (MDB_val){w->slen, w->skip} : (MDB_val){w->mlen, w->match};
+  if (mdb_cursor_open(w->txn, w->f->dbi[T_NAMES], &c) != 0)
+    return MSD_ECORRUPT; /* UNTESTED */
+  int rc = 0, scanned = 0;
+  for (int r = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && r == 0;
+       r = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    if (k.mv_size < w->mlen || memcmp(k.mv_data, w->match, w->mlen) != 0)
+      break; /* past the bucket or the prefix: nothing more to list */
+    if (k.mv_size == w->slen && memcmp(k.mv_data, w->skip, w->slen) == 0)
+      continue;
+    if (w->count == w->limit || scanned++ == CHAIN_LIST_SCAN_MAX) {
+      *truncated = true;
+      break;
+    }
+    rc = list_name(w, &k, &v);
+    if (rc == MSD_ESHORT && w->count > 0) {
+      rc = 0; /* the page is full */
+      w->unlisted = false;
+      *truncated = true;
+      break;
+    }
+  }
+  mdb_cursor_close(c);
+  if (rc == 0 && *truncated && w->unlisted)
+    rc = list_marker(w);
+  return rc;
+}
+
+int chain_fsm_list(const struct chain_fsm *f, const char *bucket, const char *prefix,
+                   const char *start_after, uint32_t limit, size_t max_bytes, uint8_t **buf,
+                   size_t *len, bool *truncated)
+{
+  struct list_walk w;
+  MDB_val v;
+  *truncated = false;
+  int rc = list_setup(&w, f, bucket, prefix, start_after);
+  if (rc != 0)
+    return rc;
+  w.limit = limit == 0 || limit > CHAIN_LIST_MAX ? CHAIN_LIST_MAX : limit;
+  w.max_bytes = max_bytes;
+  rc = rd_begin(f, &w.txn);
+  if (rc != 0)
+    return rc;
+  rc = fsm__get(w.txn, f, T_BUCKETS, bucket, w.blen, &v);
+  if (rc == 0)
+    rc = list_run(&w, truncated);
+  mdb_txn_abort(w.txn);
+  if (rc == 0 && w.out == NULL && (w.out = msd_malloc(1)) == NULL)
+    rc = -ENOMEM;
+  if (rc != 0) {
+    msd_free(w.out);
+    *truncated = false;
+    return rc;
+  }
+  *buf = w.out;
+  *len = w.len;
+  return 0;
 }
 
 /* The first block whose tree covers leaf `index` (binary search). */

@@ -187,8 +187,35 @@ static int get_nodes(struct node *n, Medshard__CtlResponse *resp)
   return rc;
 }
 
+static size_t be32_at(const uint8_t *p)
+{
+  return (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+}
+
+/* A LIST page as chain_fsm_list returns it (length-prefixed encoded
+ * manifests) into resp->manifests. */
+static int unpack_manifests(const uint8_t *buf, size_t len, Medshard__CtlResponse *resp)
+{
+  size_t count = 0;
+  for (size_t off = 0; off + 4 <= len; off += 4 + be32_at(buf + off))
+    count++;
+  resp->manifests = msd_calloc(count ? count : 1, sizeof *resp->manifests);
+  if (resp->manifests == NULL)
+    return -ENOMEM;
+  for (size_t off = 0; off + 4 <= len; off += 4 + be32_at(buf + off)) {
+    Medshard__Manifest *m = medshard__manifest__unpack(NULL, be32_at(buf + off), buf + off + 4);
+    if (m == NULL)
+      return MSD_ECORRUPT; /* UNTESTED: our own records */
+    resp->manifests[resp->n_manifests++] = m;
+  }
+  return 0;
+}
+
 static void free_response_parts(Medshard__CtlResponse *resp)
 {
+  for (size_t i = 0; i < resp->n_manifests; i++)
+    medshard__manifest__free_unpacked(resp->manifests[i], NULL);
+  msd_free(resp->manifests);
   if (resp->block)
     medshard__block_record__free_unpacked(resp->block, NULL);
   if (resp->bucket)
@@ -268,6 +295,52 @@ static void do_payload(struct ctl_conn *c, uint64_t id, const Medshard__CtlReque
   msd_free(buf);
 }
 
+/* What a LIST response leaves for everything but its manifests (format
+ * version, code, message, truncated): the rest of WIRE_MSG_MAX is theirs,
+ * since a client refuses a larger message. */
+#define LIST_RESPONSE_SLACK 1024
+
+/* The sentence for a LIST that failed with rc. */
+static const char *list_problem(const Medshard__CtlRequest *r, int rc, char *msg, size_t cap)
+{
+  if (rc == MSD_ENOTFOUND)
+    snprintf(msg, cap, "bucket %.63s does not exist", r->bucket);
+  else if (rc == MSD_EPARAM)
+    snprintf(msg, cap, "LIST needs a bucket of 1-63 bytes, and a prefix and start_after of at"
+                       " most 1024 bytes");
+  else if (rc == MSD_ESHORT)
+    snprintf(msg, cap, "a manifest in bucket %.63s is too large for one response", r->bucket);
+  else
+    snprintf(msg, cap, "%s", msd_strerror(rc));
+  return msg;
+}
+
+/* LIST: one page of manifests, cut to fit one response message. */
+static void do_list(struct ctl_conn *c, uint64_t id, const Medshard__CtlRequest *r)
+{
+  Medshard__CtlResponse resp = MEDSHARD__CTL_RESPONSE__INIT;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  bool truncated;
+  char msg[200];
+  resp.format_version = 1;
+  int rc = chain_fsm_list(c->n->fsm, r->bucket, r->key, r->start_after, r->length,
+                          WIRE_MSG_MAX - LIST_RESPONSE_SLACK, &buf, &len, &truncated);
+  if (rc == 0)
+    rc = unpack_manifests(buf, len, &resp);
+  msd_free(buf);
+  resp.code = rc;
+  resp.truncated = rc == 0 && truncated;
+  if (rc != 0) {
+    free_response_parts(&resp); /* a page that failed half-way is not sent */
+    resp.manifests = NULL;
+    resp.n_manifests = 0;
+    resp.message = (char *)list_problem(r, rc, msg, sizeof msg);
+  }
+  node__ctl_reply(c, id, &resp, NULL, 0);
+  free_response_parts(&resp);
+}
+
 static void dispatch(struct ctl_conn *c, uint64_t id, Medshard__CtlRequest *r)
 {
   struct node *n = c->n;
@@ -282,6 +355,9 @@ static void dispatch(struct ctl_conn *c, uint64_t id, Medshard__CtlRequest *r)
   case MEDSHARD__CTL_OP__CTL_OP_GET_PROOF:
   case MEDSHARD__CTL_OP__CTL_OP_GET_CHAIN:
     do_payload(c, id, r);
+    return;
+  case MEDSHARD__CTL_OP__CTL_OP_LIST:
+    do_list(c, id, r);
     return;
   case MEDSHARD__CTL_OP__CTL_OP_HEAD:
     fill_head(n, &head, &h);

@@ -16,6 +16,10 @@ int cmd_verify_proof(int argc, char **argv);
 int cmd_dev(int argc, char **argv);
 int cmd_put(int argc, char **argv);
 int cmd_get(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* Decimal in [min, max]; prints nothing. 0 or MSD_EPARAM. */
 int cli_parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out);

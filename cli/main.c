@@ -27,6 +27,14 @@ static void usage(FILE *f)
              "                 store a file, erasure-coded and anchored\n"
              "  get BUCKET/KEY [FILE|-] [--range START-END] [--json]\n"
              "                 read an object (or a byte range), checked end to end\n"
+             "  stat BUCKET/KEY [--json]\n"
+             "                 an object's manifest, anchor, block and shard map\n"
+             "  ls BUCKET[/PREFIX] [--json]\n"
+             "                 list a bucket's objects in key order\n"
+             "  rm BUCKET/KEY [--json]\n"
+             "                 delete an object (a tombstone anchored on the chain)\n"
+             "  verify BUCKET/KEY [--keys FILE] [--proof-out FILE] [--json]\n"
+             "                 read an object and check it against its anchor and proof\n"
              "  bucket create NAME --ec K+M [--unit BYTES]\n"
              "                 create a bucket with its erasure policy\n"
              "  chain head|show H|verify|proof LEAF -o FILE|keys\n"
@@ -85,6 +93,14 @@ int main(int argc, char **argv)
     return cmd_put(argc - 1, argv + 1);
   if (strcmp(verb, "get") == 0)
     return cmd_get(argc - 1, argv + 1);
+  if (strcmp(verb, "stat") == 0)
+    return cmd_stat(argc - 1, argv + 1);
+  if (strcmp(verb, "ls") == 0)
+    return cmd_ls(argc - 1, argv + 1);
+  if (strcmp(verb, "rm") == 0)
+    return cmd_rm(argc - 1, argv + 1);
+  if (strcmp(verb, "verify") == 0)
+    return cmd_verify(argc - 1, argv + 1);
   if (strcmp(verb, "verify-proof") == 0)
     return cmd_verify_proof(argc - 1, argv + 1);
   fprintf(stderr, "medshard: unknown command '%s'; run 'medshard help' for the list\n", verb);

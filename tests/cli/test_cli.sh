@@ -69,5 +69,48 @@ expect "node --zone of 31 bytes fits" 2 'medshard node: node id missing' -- \
 expect "node --dir too long" 2 'medshard node: --dir value is longer than 511 bytes' -- \
   node --dir "$(printf 'd%.0s' {1..512})"
 
+# Object verbs: usage errors exit 2 and name the problem; a cluster that
+# does not answer (port 1 refuses) exits 1 saying so. No cluster needed.
+nocluster=$(mktemp -d)
+here=$PWD
+bin=$(realpath "$bin") # the no-cluster checks run from another directory
+for verb in stat ls rm verify; do
+  expect "$verb without arguments" 2 "usage: medshard $verb" -- $verb
+  expect "$verb --help" 0 "usage: medshard $verb" -- $verb --help
+  expect "$verb extra argument" 2 "medshard $verb: unexpected argument 'more'" -- \
+    $verb b/k more --node 127.0.0.1:1
+  expect "$verb unknown option" 2 "medshard $verb: unknown option.*'--frob'" -- \
+    $verb b/k --frob --node 127.0.0.1:1
+  expect "$verb bucket missing" 2 "medshard $verb: '/k' is not BUCKET" -- $verb /k --node 127.0.0.1:1
+  expect "$verb bucket too long" 2 "medshard $verb: bucket name '$(printf 'b%.0s' {1..64})' is longer than 63 bytes" -- \
+    $verb "$(printf 'b%.0s' {1..64})/k" --node 127.0.0.1:1
+  expect "$verb cluster unreachable" 1 "medshard $verb: cannot reach the cluster at 127.0.0.1:1" -- \
+    $verb b/k --node 127.0.0.1:1 --json
+  # No --node, no MEDSHARD_NODE, no ./medshard.conf: say how to name one.
+  cd "$nocluster"
+  MEDSHARD_NODE= expect "$verb without a cluster" 2 "medshard $verb: no cluster: pass --node" -- \
+    $verb b/k
+  cd "$here"
+done
+for verb in stat rm verify; do
+  expect "$verb needs a key" 2 "medshard $verb: 'b' is not BUCKET/KEY" -- $verb b --node 127.0.0.1:1
+  expect "$verb empty key" 2 "medshard $verb: 'b/' is not BUCKET/KEY" -- $verb b/ --node 127.0.0.1:1
+  expect "$verb key too long" 2 "medshard $verb: the key is 1025 bytes long; keys are at most 1024" -- \
+    $verb "b/$(printf 'k%.0s' {1..1025})" --node 127.0.0.1:1
+done
+expect "ls bucket alone" 1 "medshard ls: cannot reach the cluster" -- ls b --node 127.0.0.1:1
+expect "ls bucket/prefix" 1 "medshard ls: cannot reach the cluster" -- ls b/ct/ --node 127.0.0.1:1
+expect "ls prefix too long" 2 "medshard ls: the prefix is 1025 bytes long" -- \
+  ls "b/$(printf 'k%.0s' {1..1025})" --node 127.0.0.1:1
+expect "stat takes no --keys" 2 "medshard stat: unknown option.*'--keys'" -- \
+  stat b/k --keys x --node 127.0.0.1:1
+expect "verify keys file missing" 2 "medshard verify: cannot read keys file /nonexistent/keys" -- \
+  verify b/k --keys /nonexistent/keys --node 127.0.0.1:1
+badkeys=$(mktemp)
+echo "not a keys file" >"$badkeys"
+expect "verify bad keys file" 2 "medshard verify: keys file .*: line 1: not a trusted keys file" -- \
+  verify b/k --keys "$badkeys" --node 127.0.0.1:1
+rm -rf "$nocluster" "$badkeys"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -340,6 +340,182 @@ static void test_delete(void)
   env_close(&e);
 }
 
+/* One LIST page decoded: up to cap manifests into out (the caller frees
+ * them); the code chain_fsm_list returned. */
+static int list_page(struct chain_fsm *f, const char *bucket, const char *prefix,
+                     const char *after, uint32_t limit, size_t max_bytes,
+                     Medshard__Manifest **out, size_t cap, size_t *n, bool *truncated)
+{
+  uint8_t *buf;
+  size_t len;
+  *n = 0;
+  int rc = chain_fsm_list(f, bucket, prefix, after, limit, max_bytes, &buf, &len, truncated);
+  if (rc != 0)
+    return rc;
+  for (size_t off = 0; off + 4 <= len && *n < cap;) {
+    size_t l = (size_t)buf[off] << 24 | (size_t)buf[off + 1] << 16 | (size_t)buf[off + 2] << 8 |
+               buf[off + 3];
+    CU_ASSERT_FATAL(off + 4 + l <= len);
+    out[*n] = medshard__manifest__unpack(NULL, l, buf + off + 4);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out[*n]);
+    (*n)++;
+    off += 4 + l;
+  }
+  msd_free(buf);
+  return 0;
+}
+
+/* The keys of a page, space-separated ("-" marks a resume marker), and
+ * frees its manifests. */
+static const char *page_keys(Medshard__Manifest **m, size_t n)
+{
+  static char keys[4096];
+  size_t used = 0;
+  keys[0] = 0;
+  for (size_t i = 0; i < n; i++) {
+    used += (size_t)snprintf(keys + used, sizeof keys - used, "%s%s%s", i ? " " : "",
+                             m[i]->deleted ? "-" : "", strlen(m[i]->key) < 64 ? m[i]->key : "long");
+    medshard__manifest__free_unpacked(m[i], NULL);
+  }
+  return keys;
+}
+
+static void test_list(void)
+{
+  struct env e;
+  env_setup(&e, 12, true);
+  static const char *const keys[] = {"mr/2", "ct/1", "ct/3", "ct/2", "x", "ct/10"};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+    CU_ASSERT_EQUAL_FATAL(env_put(&e, keys[i], NULL), 0);
+  CU_ASSERT_EQUAL(env_put(&e, "ct/3", NULL), 0); /* version 2 */
+  Medshard__Manifest *m[16];
+  size_t n;
+  bool more;
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", NULL, NULL, 0, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_FALSE(more);
+  CU_ASSERT_FATAL(n == 6 && m[3]->version == 2 && m[0]->shard_map->n_shards == NSHARDS);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "ct/1 ct/10 ct/2 ct/3 mr/2 x");
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", "ct/", NULL, 2, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_TRUE(more);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "ct/1 ct/10");
+  /* A full page whose next name is past the prefix is the last one. */
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", "ct/", "ct/10", 2, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_FALSE(more);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "ct/2 ct/3");
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", NULL, "ct/3", 1, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_TRUE(more);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "mr/2");
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", NULL, "mr/2", 1, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_FALSE(more);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "x");
+  /* start_after need not exist, nor lie inside the prefix. */
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", "ct/", "ct/15", 0, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "ct/2 ct/3");
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", "ct/", "a", 0, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "ct/1 ct/10 ct/2 ct/3");
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", "ct/", "d", 0, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_EQUAL(n, 0);
+  /* Deleted objects are skipped. */
+  uint8_t rid[16];
+  struct cmd c;
+  new_rid(&e, rid);
+  env_apply1(&e, cmd_delete(&c, rid, "scans", "ct/10"));
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", "ct", NULL, 0, 1 << 16, m, 16, &n, &more), 0);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "ct/1 ct/2 ct/3");
+  /* A page stops before it outgrows max_bytes; one manifest must fit. */
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", NULL, NULL, 0, 400, m, 16, &n, &more), 0);
+  CU_ASSERT_TRUE(n >= 1 && n < 5 && more);
+  page_keys(m, n);
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", NULL, NULL, 0, 40, m, 16, &n, &more), MSD_ESHORT);
+  /* Unknown buckets and names out of range. */
+  CU_ASSERT_EQUAL(list_page(e.f, "nosuch", NULL, NULL, 0, 1 << 16, m, 16, &n, &more),
+                  MSD_ENOTFOUND);
+  CU_ASSERT_EQUAL(list_page(e.f, "", NULL, NULL, 0, 1 << 16, m, 16, &n, &more), MSD_EPARAM);
+  char longkey[1100];
+  memset(longkey, 'k', 1025);
+  longkey[1025] = 0;
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", longkey, NULL, 0, 1 << 16, m, 16, &n, &more),
+                  MSD_EPARAM);
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", NULL, longkey, 0, 1 << 16, m, 16, &n, &more),
+                  MSD_EPARAM);
+  env_close(&e);
+}
+
+/* Keys too long for LMDB are stored hashed: a prefix longer than the part
+ * kept whole is matched against the manifest's own key. */
+static void test_list_long_keys(void)
+{
+  struct env e;
+  env_setup(&e, 13, true);
+  char key[3][700], prefix[700];
+  memset(key, 'k', sizeof key);
+  key[0][490] = 0;                  /* kept whole: 6 + 490 < 511 */
+  key[1][599] = 'a', key[1][600] = 0; /* hashed */
+  key[2][599] = 'b', key[2][600] = 0;
+  for (int i = 0; i < 3; i++)
+    CU_ASSERT_EQUAL_FATAL(env_put(&e, key[i], NULL), 0);
+  Medshard__Manifest *m[4];
+  size_t n;
+  bool more;
+  memset(prefix, 'k', 599);
+  prefix[599] = 0;
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", prefix, NULL, 0, 1 << 16, m, 4, &n, &more), 0);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "long long");
+  prefix[599] = 'b', prefix[600] = 0;
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", prefix, NULL, 0, 1 << 16, m, 4, &n, &more), 0);
+  CU_ASSERT_FATAL(n == 1 && strcmp(m[0]->key, key[2]) == 0);
+  page_keys(m, n);
+  prefix[480] = 0;
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", prefix, NULL, 0, 1 << 16, m, 4, &n, &more), 0);
+  CU_ASSERT_EQUAL(n, 3);
+  /* Paging from a hashed key resumes after it. */
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", prefix, m[1]->key, 0, 1 << 16, m + 3, 1, &n, &more), 0);
+  CU_ASSERT_EQUAL_FATAL(n, 1);
+  CU_ASSERT_STRING_EQUAL(m[3]->key, m[2]->key);
+  page_keys(m, 4);
+  env_close(&e);
+}
+
+/* A run of tombstones longer than the scan limit: each page stays bounded
+ * and ends with a resume marker, and paging still reaches the live key. */
+static void test_list_tombstones(void)
+{
+  struct env e;
+  env_setup(&e, 14, true);
+  enum { N = CHAIN_LIST_SCAN_MAX + 5, BATCH = 512 };
+  struct cmd *c = calloc(BATCH, sizeof *c);
+  Medshard__Command *cs[BATCH];
+  CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+  for (int del = 0; del < 2; del++) {
+    for (int i = 0; i < N;) {
+      size_t b = 0;
+      for (; b < BATCH && i < N; b++, i++) {
+        char key[32];
+        snprintf(key, sizeof key, "old/%05d", i);
+        cs[b] = del ? cmd_delete(&c[b], NULL, "scans", key) : put_cmd_for(&c[b], NULL, &e, key);
+      }
+      CU_ASSERT_EQUAL_FATAL(env_apply(&e, cs, b), 0);
+    }
+  }
+  free(c);
+  CU_ASSERT_EQUAL_FATAL(env_put(&e, "old/zz", NULL), 0);
+  Medshard__Manifest *m[4];
+  size_t n;
+  bool more;
+  char after[32];
+  snprintf(after, sizeof after, "old/%05d", CHAIN_LIST_SCAN_MAX - 1);
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", "old/", NULL, 0, 1 << 16, m, 4, &n, &more), 0);
+  CU_ASSERT_TRUE(more);
+  CU_ASSERT_FATAL(n == 1 && m[0]->deleted && m[0]->shard_map == NULL);
+  CU_ASSERT_STRING_EQUAL(m[0]->key, after);
+  page_keys(m, n);
+  CU_ASSERT_EQUAL(list_page(e.f, "scans", "old/", after, 0, 1 << 16, m, 4, &n, &more), 0);
+  CU_ASSERT_FALSE(more);
+  CU_ASSERT_STRING_EQUAL(page_keys(m, n), "old/zz");
+  env_close(&e);
+}
+
 static void test_update_shards(void)
 {
   struct env e;
@@ -1118,6 +1294,9 @@ int main(void)
       {"put, versions and retries", test_put_versions_and_retry},
       {"keys longer than LMDB's limit", test_long_keys},
       {"delete", test_delete},
+      {"list: prefix, paging, deleted, bounds", test_list},
+      {"list: keys too long for LMDB", test_list_long_keys},
+      {"list: runs of tombstones", test_list_tombstones},
       {"update shards", test_update_shards},
       {"cut blocks", test_cut_blocks},
       {"cosignatures and seals", test_cosign_and_seal},
