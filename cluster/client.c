@@ -308,18 +308,13 @@ int msd_get(struct msd_client *c, const char *bucket, const char *key, const str
     req.offset = rg->off;
     req.length = rg->len;
   }
-  /* A node that has not applied a recent PUT yet says not found: ask up
-   * to two more before believing it. */
-  int rc = MSD_EUNAVAILABLE;
-  for (int attempt = 0; attempt < 3; attempt++) {
-    struct data_client *dc;
-    if ((rc = connect_any(c, &dc, e)) != 0)
-      return rc;
-    rc = get_once(c, dc, &req, wr, wr_ctx, m, e);
-    data_client_close(dc);
-    if (rc != MSD_ENOTFOUND || c->n < 2)
-      break;
-    c->first = (c->first + 1) % c->n;
-  }
+  /* (A coordinator that has not applied a recent PUT yet asks the leader
+   * before saying not found.) */
+  struct data_client *dc;
+  int rc = connect_any(c, &dc, e);
+  if (rc != 0)
+    return rc;
+  rc = get_once(c, dc, &req, wr, wr_ctx, m, e);
+  data_client_close(dc);
   return rc;
 }

@@ -418,6 +418,14 @@ static int load_manifest(struct get *g)
   req.bucket = (char *)g->bucket;
   req.key = (char *)g->key;
   int rc = ctl_call_any(g->w->c->control, &req, 5000, &r, NULL, NULL);
+  if (rc == 0 && r->code == MSD_ENOTFOUND) {
+    /* A PUT acknowledged through another node may not be applied here
+     * yet; the leader has it. */
+    char leader_first[1024];
+    ctl_leader_first(g->w->c->control, leader_first, sizeof leader_first);
+    medshard__ctl_response__free_unpacked(r, NULL);
+    rc = ctl_call_any(leader_first, &req, 5000, &r, NULL, NULL);
+  }
   if (rc != 0) {
     get_fail(g, MSD_EUNAVAILABLE, "this node's control plane does not answer: %s",
              msd_strerror(rc));

@@ -340,6 +340,13 @@ static int bucket_policy(struct put *p, uint32_t *k, uint32_t *m, uint32_t *unit
   req.op = MEDSHARD__CTL_OP__CTL_OP_GET_BUCKET;
   req.bucket = (char *)p->bucket;
   int rc = ctl_call_any(p->w->c->control, &req, 5000, &r, NULL, NULL);
+  if (rc == 0 && r->code == MSD_ENOTFOUND) {
+    /* This node may not have applied a bucket just created: the leader has. */
+    char leader_first[1024];
+    ctl_leader_first(p->w->c->control, leader_first, sizeof leader_first);
+    medshard__ctl_response__free_unpacked(r, NULL);
+    rc = ctl_call_any(leader_first, &req, 5000, &r, NULL, NULL);
+  }
   if (rc != 0) {
     put_fail(p, MSD_EUNAVAILABLE, "this node's control plane does not answer: %s",
              msd_strerror(rc));
