@@ -416,23 +416,32 @@ static int setup(struct put *p)
     put_fail(p, rc, "cannot place %d shards: %s", p->n, msd_strerror(rc));
     return p->err;
   }
+  /* Every target counts as live until all connects are tried: a refused
+   * connect is judged against the whole set (k+1 of n), not against the
+   * targets opened before it. */
+  int open_rc[EC_N_MAX];
   for (int i = 0; i < p->n; i++) {
     struct target *t = &p->t[i];
     t->node = nodes[i];
+    t->p.fd = -1; /* not opened yet: cio_fail must not shut down fd 0 */
+    t->live = true;
+    p->live++;
     t->xxh = XXH3_createState();
     if (t->xxh == NULL || XXH3_128bits_reset(t->xxh) != XXH_OK) {
       put_fail(p, -ENOMEM, "out of memory for shard digests");
       return p->err;
     }
-    const Medshard__NodeInfo *ni = coord_node(p->w, t->node);
-    rc = ni ? cio_peer_open(p->w->io, &t->p, t->node, ni->data_address, COORD_CONNECT_MS, p,
-                            on_target_frame, on_sent)
-            : MSD_ENOTFOUND;
-    t->live = true;
-    p->live++;
-    if (rc != 0)
-      target_lost(p, i, msd_strerror(rc));
   }
+  for (int i = 0; i < p->n; i++) {
+    struct target *t = &p->t[i];
+    const Medshard__NodeInfo *ni = coord_node(p->w, t->node);
+    open_rc[i] = ni ? cio_peer_open(p->w->io, &t->p, t->node, ni->data_address, COORD_CONNECT_MS,
+                                    p, on_target_frame, on_sent)
+                    : MSD_ENOTFOUND;
+  }
+  for (int i = 0; i < p->n && p->err == 0; i++)
+    if (open_rc[i] != 0)
+      target_lost(p, i, msd_strerror(open_rc[i]));
   return p->err;
 }
 
