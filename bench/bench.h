@@ -21,6 +21,13 @@ int bench_store_main(int argc, char **argv);
  *  argv[0] is "anchor". */
 int bench_anchor_main(int argc, char **argv);
 
+/* `medshard bench put|get [--size BYTES] [--nodes N] [--ec K+M] [--dir DIR]
+ *  [--small-count N] [--clients C] [--runs R] [--limit-size BYTES] [--keep]
+ *  [--json]` (starts its own dev cluster), or `--node ADDRS [--bucket NAME]
+ *  [--dev-dir DEVDIR]` (a running one); argv[0] is "put" or "get", which
+ *  only decides which figures the report leads with. */
+int bench_obj_main(int argc, char **argv);
+
 /* Helpers shared by benchmarks (bench_util.c). */
 
 /* Parses "4096", "64K", "1M", "2G" (binary units). 0 or MSD_EPARAM. */

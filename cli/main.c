@@ -19,6 +19,9 @@ static void usage(FILE *f)
              "                 shard store writes and reads against fio\n"
              "  bench anchor --nodes N | --node ADDRS [--count N] [--clients C] [--batch B]\n"
              "                 side-chain anchors/s sealed against raw libraft, proof figures\n"
+             "  bench put|get [--size BYTES] [--nodes N] [--ec K+M] [--node ADDRS] [--json]\n"
+             "                 object PUT/GET MB/s, degraded GET, small-object ingest,\n"
+             "                 against fio and loopback TCP measured in the same run\n"
              "  dev up|status|kill N|start N|down [--dir DIR] [--json]\n"
              "                 a local cluster on 127.0.0.1; `dev up` writes ./medshard.conf\n"
              "  node [--config FILE] [flags]\n"
@@ -50,8 +53,8 @@ static void usage(FILE *f)
 static int cmd_bench(int argc, char **argv)
 {
   if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-    fprintf(argc < 2 ? stderr : stdout, "usage: medshard bench ec|store|anchor [options]\n"
-                                        "benchmarks: ec, store, anchor\n");
+    fprintf(argc < 2 ? stderr : stdout, "usage: medshard bench ec|store|anchor|put|get [options]\n"
+                                        "benchmarks: ec, store, anchor, put, get\n");
     return argc < 2 ? 2 : 0;
   }
   if (strcmp(argv[1], "ec") == 0)
@@ -60,7 +63,10 @@ static int cmd_bench(int argc, char **argv)
     return bench_store_main(argc - 1, argv + 1);
   if (strcmp(argv[1], "anchor") == 0)
     return bench_anchor_main(argc - 1, argv + 1);
-  fprintf(stderr, "medshard bench: unknown benchmark '%s' (available: ec, store, anchor)\n", argv[1]);
+  if (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0)
+    return bench_obj_main(argc - 1, argv + 1);
+  fprintf(stderr, "medshard bench: unknown benchmark '%s' (available: ec, store, anchor, put,"
+          " get)\n", argv[1]);
   return 2;
 }
 
