@@ -220,6 +220,7 @@ static int put_object(struct fsm_txn *x, const Medshard__PutObject *p, Medshard_
   copy.version = version;
   copy.created_ms = x->now_ms;
   copy.deleted = false;
+  out->created_ms = x->now_ms;
   rc = anchor_manifest(x, &copy, ANCHOR_PUT, out, leaf_hash);
   uint8_t name_val[25];
   memcpy(name_val, m->object_id.data, 16);

@@ -28,7 +28,6 @@
 #define STUCK_MS 30000       /* ... even the last k+1 */
 #define CLIENT_IDLE_MS 60000 /* a client this long silent mid-body is gone */
 #define COMMIT_MS 30000
-#define APPLY_MS 5000
 
 enum { TAG_OPEN = 1, TAG_APPEND, TAG_SEAL, TAG_ABORT };
 #define TAG(kind, slot) ((void *)(uintptr_t)((kind) | ((uintptr_t)(slot) << 4)))
@@ -480,26 +479,27 @@ static void fill_manifest(struct put *p, Medshard__Manifest *mf, Medshard__Shard
   mf->shard_map = sm;
 }
 
-/* The stored manifest as this node has applied it (version, anchor),
- * waited for briefly so a GET through this node right after finds it. */
-static Medshard__Manifest *applied_manifest(struct put *p)
+/* The manifest as the FSM stored it: what was submitted plus the version,
+ * creation time and anchor its outcome carries. Built here rather than read
+ * back, because a follower applies the entry only on the leader's next
+ * heartbeat; a GET through a lagging node asks the leader (coord_get.c).
+ * NULL when out of memory. */
+static Medshard__Manifest *stored_manifest(Medshard__Manifest *mf, const Medshard__Outcome *o)
 {
-  int64_t until = msd_now_ms() + APPLY_MS;
-  do {
-    Medshard__CtlRequest req = MEDSHARD__CTL_REQUEST__INIT;
-    Medshard__CtlResponse *r;
-    req.op = MEDSHARD__CTL_OP__CTL_OP_GET_MANIFEST;
-    req.object_id = (ProtobufCBinaryData){16, p->oid};
-    if (ctl_call_any(p->w->c->control, &req, 2000, &r, NULL, NULL) == 0) {
-      Medshard__Manifest *m = r->code == 0 ? r->manifest : NULL;
-      r->manifest = NULL;
-      medshard__ctl_response__free_unpacked(r, NULL);
-      if (m != NULL)
-        return m;
-    }
-    usleep(5000);
-  } while (msd_now_ms() < until);
-  return NULL;
+  if (o->anchor == NULL || o->anchor->leaf_hash.len != 32)
+    return NULL; /* UNTESTED: the FSM fills the anchor of every PutObject */
+  mf->format_version = 1;
+  mf->version = o->version;
+  mf->created_ms = o->created_ms;
+  mf->anchor = o->anchor;
+  size_t len = medshard__manifest__get_packed_size(mf);
+  uint8_t *buf = msd_malloc(len ? len : 1);
+  if (buf == NULL)
+    return NULL;
+  medshard__manifest__pack(mf, buf);
+  Medshard__Manifest *copy = medshard__manifest__unpack(NULL, len, buf);
+  msd_free(buf);
+  return copy;
 }
 
 /* Submits PutObject. 0 once committed, with *out the manifest to return. */
@@ -528,13 +528,12 @@ static int commit(struct put *p, Medshard__Manifest **out)
   if (rc != 0)
     put_fail(p, rc, "%s", o && o->message && o->message[0] ? o->message
                           : r->message && r->message[0] ? r->message : msd_strerror(rc));
-  medshard__ctl_response__free_unpacked(r, NULL);
-  if (rc == 0)
-    *out = applied_manifest(p);
   p->maybe_committed = rc == 0;
-  if (rc == 0 && *out == NULL) /* committed, but this node lags: say so */
-    put_fail(p, MSD_ETIMEDOUT, "%s/%s is stored and anchored, but node %u has not applied it "
-             "within 5 s", p->bucket, p->key, p->w->c->o.node_id);
+  if (rc == 0 && (*out = stored_manifest(&mf, o)) == NULL)
+    put_fail(p, -ENOMEM, "%s/%s is stored and anchored at leaf %" PRIu64 ", but its manifest "
+             "could not be copied for the answer (out of memory)", p->bucket, p->key,
+             o->anchor ? o->anchor->leaf_index : 0);
+  medshard__ctl_response__free_unpacked(r, NULL);
   return p->err;
 }
 
