@@ -327,6 +327,45 @@ static void complete(struct ring *r, struct ring_req *req, int res)
   finish(r, req, res < 0 ? res : 0);
 }
 
+int ring_fd(const struct ring *r)
+{
+  return r->fallback ? -1 : r->uring.ring_fd;
+}
+
+bool ring_busy(const struct ring *r)
+{
+  return r->head != NULL || r->inflight > 0;
+}
+
+/* Dispatches the completions already in the queue; how many. */
+static unsigned reap_ready(struct ring *r)
+{
+  struct io_uring_cqe *cqe;
+  unsigned head, seen = 0;
+  io_uring_for_each_cqe(&r->uring, head, cqe)
+  {
+    complete(r, io_uring_cqe_get_data(cqe), cqe->res);
+    seen++;
+  }
+  io_uring_cq_advance(&r->uring, seen);
+  return seen;
+}
+
+int ring_poll(struct ring *r)
+{
+  if (r->fallback)
+    return drain_fallback(r);
+  for (;;) {
+    if (r->head) {
+      int rc = submit_queued(r);
+      if (rc < 0)
+        return rc;
+    }
+    if (reap_ready(r) == 0 && r->head == NULL)
+      return 0;
+  }
+}
+
 int ring_drain(struct ring *r)
 {
   if (r->fallback)
@@ -343,13 +382,7 @@ int ring_drain(struct ring *r)
       continue;
     if (rc < 0)
       return rc;
-    unsigned head, seen = 0;
-    io_uring_for_each_cqe(&r->uring, head, cqe)
-    {
-      complete(r, io_uring_cqe_get_data(cqe), cqe->res);
-      seen++;
-    }
-    io_uring_cq_advance(&r->uring, seen);
+    reap_ready(r);
   }
   return 0;
 }

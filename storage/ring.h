@@ -73,6 +73,21 @@ void ring_queue_linked(struct ring *r, struct ring_req *first, struct ring_req *
  * -errno for a failure of the ring itself (request errors go to req->res). */
 int ring_drain(struct ring *r);
 
+/* For an event loop that drives the ring without blocking: */
+
+/* The ring's descriptor, readable (POLLIN) while completions wait to be
+ * reaped; -1 on the fallback path, where ring_poll does the I/O itself. */
+int ring_fd(const struct ring *r);
+
+/* Submits what is queued and dispatches the completions already there,
+ * never waiting (the fallback path performs everything queued). Callbacks
+ * may queue more; those are submitted before it returns. 0 or -errno for a
+ * failure of the ring itself. */
+int ring_poll(struct ring *r);
+
+/* Requests queued or in flight. */
+bool ring_busy(const struct ring *r);
+
 /* Counters for tests and metrics. */
 struct ring_stats {
   uint64_t submitted, completed, short_resubmits, eagain_requeues, batches;

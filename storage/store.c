@@ -94,6 +94,10 @@ static void fill_defaults(struct store_opts *o)
     o->segment_size = (uint64_t)1 << 20;
   if (o->io_buffers == 0)
     o->io_buffers = 16;
+  if (o->io_buffers < 3)
+    o->io_buffers = 3; /* a writer, a read, a new segment */
+  if (o->max_writers == 0 || o->max_writers > o->io_buffers - 2)
+    o->max_writers = o->io_buffers - 2;
   if (o->reserve_bytes == 0)
     o->reserve_bytes = (uint64_t)1 << 30;
 }
@@ -138,6 +142,8 @@ void store_close(struct store *s)
 {
   if (s == NULL)
     return;
+  if (s->ring != NULL)
+    store__quiesce(s);
   if (s->env != NULL && !s->poisoned)
     store__checkpoint(s); /* if it fails, the next open replays the seals */
   store__pending_free(s);

@@ -3,8 +3,10 @@
  * engine, every 64 KiB block carries an XXH3-64 checksum, and an LMDB index
  * maps each sealed shard to its extents. Formats: docs/FORMATS.md.
  *
- * A store handle belongs to one thread (it owns one ring). Calls block until
- * their I/O completes; the I/O itself is batched through io_uring. */
+ * A store handle belongs to one thread (it owns one ring). The plain calls
+ * block until their I/O completes; an event loop uses the _submit forms and
+ * store_poll instead (see "asynchronous use" below). Either way the I/O is
+ * batched through io_uring. */
 #ifndef MSD_STORAGE_STORE_H
 #define MSD_STORAGE_STORE_H
 
@@ -29,6 +31,11 @@ struct store_opts {
   uint64_t reserve_bytes;  /* free space writes never eat into; default 1 GiB */
   uint64_t capacity_bytes; /* most segment bytes this store may use; 0 = the disk */
   unsigned io_buffers;     /* registered 1 MiB buffers; default 16 */
+  unsigned max_writers;    /* shards open for writing at once, each holding one
+                              buffer; default io_buffers - 2. Reads use the
+                              buffers writers cannot claim, less one kept for
+                              creating segments, so a read never starves a
+                              writer of its buffer or a writer a read. */
 };
 
 struct store;
@@ -39,6 +46,7 @@ struct store;
  * Errors: MSD_ENOTSTORE, MSD_ELOCKED, MSD_ECORRUPT, MSD_EVERSION, -errno.
  * *out is owned by the caller (store_close). */
 int store_open(const char *dir, const struct store_opts *opts, struct store **out);
+/* Finishes the operations under way (their callbacks run), then closes. */
 void store_close(struct store *s);
 
 /* The last error's full sentence (which shard, which file, what to do);
@@ -50,7 +58,7 @@ const char *store_errmsg(const struct store *s);
 struct store_writer;
 
 /* Starts a new shard. Nothing is visible to readers until it is sealed.
- * Takes one I/O buffer (MSD_ENOBUFS when none is free). A shard that
+ * Takes one I/O buffer (MSD_ENOBUFS when max_writers are open). A shard that
  * already exists sealed is not replaced: sealing it fails with -EEXIST. */
 int store_write_begin(struct store *s, const struct store_id *id, struct store_writer **out);
 
@@ -66,7 +74,9 @@ int store_write(struct store_writer *w, const void *buf, size_t len);
 int store_seal_many(struct store_writer **w, size_t n, int *results);
 int store_seal(struct store_writer *w);
 
-/* Drops an unsealed shard; its bytes become garbage for the compactor. */
+/* Drops an unsealed shard; its bytes become garbage for the compactor.
+ * Allowed while a store_write_submit is under way: its callback then never
+ * runs, and the writer is freed once its I/O is done. */
 void store_write_abort(struct store_writer *w);
 
 /* --- reading ------------------------------------------------------------ */
@@ -136,7 +146,54 @@ struct store_usage {
 };
 int store_usage(struct store *s, struct store_usage *out);
 
+/* --- asynchronous use, from an event loop -------------------------------- */
+
+/* The _submit calls queue their work and return at once; the operation
+ * starts on the next store_poll and its callback runs from a later
+ * store_poll, never from inside a submit. `why` is the failure's sentence
+ * (as store_errmsg would give), NULL on success, valid during the call.
+ * Writes and seals reach the disk one operation at a time, in submission
+ * order: recovery keeps a segment's records only up to the first torn one,
+ * so nothing may be acknowledged while an earlier record is still in
+ * flight. Seals waiting together go as one batch (one fdatasync per
+ * segment: group commit). Reads run beside them. A blocking call made
+ * while operations are under way also completes them (their callbacks run
+ * from it). */
+typedef void (*store_cb)(void *ctx, int rc, const char *why);
+
+/* Readable (POLLIN) while store_poll has completions to reap; -1 on the
+ * fallback path, where store_poll performs the I/O itself. */
+int store_poll_fd(const struct store *s);
+
+/* Starts queued operations, reaps completed I/O and runs the callbacks of
+ * finished operations, without waiting. True while operations are under
+ * way (call again when store_poll_fd is readable). */
+bool store_poll(struct store *s);
+
+/* store_write's asynchronous form. buf must stay valid until cb; one
+ * operation per writer at a time (MSD_ESTATE otherwise). After cb with an
+ * error the writer is poisoned: abort it. */
+int store_write_submit(struct store_writer *w, const void *buf, size_t len, store_cb cb,
+                       void *ctx);
+
+/* store_seal's asynchronous form: the writer passes to the seal and is
+ * freed whatever the result (do not abort it after this). */
+int store_seal_submit(struct store_writer *w, store_cb cb, void *ctx);
+
+/* store_read's asynchronous form: buf (valid until cb) gets the bytes and
+ * *got (valid until cb) their count. */
+int store_read_submit(struct store *s, const struct store_id *id, uint64_t off, void *buf,
+                      size_t len, size_t *got, store_cb cb, void *ctx);
+
 /* For tests and benchmarks. */
 bool store_uses_io_uring(const struct store *s);
+
+struct store_io_stats {
+  uint64_t seals;        /* shards whose seal was attempted */
+  uint64_t seal_batches; /* batches they went in (group commit) */
+  uint64_t flushes;      /* full extents written ahead of their seal */
+  uint64_t reads;        /* read operations finished */
+};
+void store_io_stats(const struct store *s, struct store_io_stats *out);
 
 #endif

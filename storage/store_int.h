@@ -5,6 +5,8 @@
 
 #include <assert.h>
 #include <lmdb.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t inside the writer */
+#include <xxhash.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -186,6 +188,105 @@ struct dirty_seg {
   uint64_t id, len;
 };
 
+/* --- asynchronous operations (store_async.c) ------------------------------ */
+
+/* The completion part of every asynchronous operation: once finished it
+ * waits on the store's ready list until store_poll runs its callback, then
+ * `release` (may be NULL) frees what the operation owned. */
+struct store_op {
+  store_cb cb;
+  void *ctx;
+  int rc;
+  bool cancelled; /* finished, but the callback must not run (an abort) */
+  void (*release)(struct store_op *op);
+  struct store_op *next;
+  char why[512]; /* the failure's sentence, copied when it happened */
+};
+
+/* A write-type operation (an extent flush, a seal): these run one at a
+ * time in queue order (store.h explains why). */
+enum wop_kind { WOP_FLUSH = 1, WOP_SEAL };
+struct store_wop {
+  enum wop_kind kind;
+  struct store_wop *next;
+  void *owner; /* the writer (WOP_FLUSH) or the seal request (WOP_SEAL) */
+};
+
+struct store_read_op;
+
+/* A shard being written (store_write.c; sealed by store_seal.c). */
+enum flush_state { FLUSH_NONE, FLUSH_QUEUED, FLUSH_RUNNING };
+struct store_writer {
+  struct store *s;
+  struct store_id id;
+  unsigned char *buf; /* pool buffer: REC_ROOM bytes of header space, then data */
+  int buf_index;
+  size_t fill;        /* data bytes in buf */
+  uint64_t flushed;   /* shard bytes already in records */
+  XXH3_state_t digest;
+  struct idx_extent *ext;
+  uint32_t next; /* extents used */
+  size_t cap;
+  int failed;
+  struct ring_req req;
+  /* The operation under way (store_write_submit, then the seal). */
+  struct store_op op;
+  struct store_wop wop;      /* its flush, or its seal */
+  enum flush_state flush;
+  store_cb user_cb;          /* store_write_submit's callback */
+  void *user_ctx;
+  const unsigned char *src;  /* bytes of the submitted write not yet copied */
+  size_t left;
+  bool busy;                 /* a write is under way (until its callback) */
+  bool in_ready, in_cb;      /* its completion is queued / running */
+  bool aborted;              /* free it once its I/O is done */
+};
+
+/* Writer internals shared by store_write.c and store_seal.c. */
+int store__poisoned(struct store *s);
+int store__add_extent(struct store_writer *w, const struct idx_extent *x);
+/* Turns the buffered data into a record with a place in a segment and
+ * prepares (does not queue) w->req to write it. */
+int store__prepare_flush(struct store_writer *w);
+/* Poisons the store after a failed data write; the error to return. */
+int store__write_failed(struct store *s, const struct store_writer *w, int res);
+void store__writer_free(struct store_writer *w);
+
+/* The blocking calls' callback context: sets done and rc, and puts the
+ * failure's sentence back into store_errmsg. */
+struct store_sync {
+  struct store *s;
+  bool done;
+  int rc;
+};
+void store__sync_cb(void *ctx, int rc, const char *why);
+
+/* Queues op's callback with result rc (copying the store's last error
+ * sentence when rc != 0). */
+void store__op_finish(struct store *s, struct store_op *op, int rc);
+/* Appends a write-type operation; it starts from store_poll. */
+void store__wq_push(struct store *s, struct store_wop *w);
+/* Removes a queued operation that has not started; false if not queued. */
+bool store__wq_remove(struct store *s, struct store_wop *w);
+/* The running write-type operation has finished: the next may start. */
+void store__wq_done(struct store *s);
+/* Blocks until *done is set, driving the ring and the queues; for the
+ * blocking calls. 0, or MSD_ESTATE if nothing left could set it. */
+int store__wait(struct store *s, const bool *done);
+/* Completes every operation under way (store_close). */
+void store__quiesce(struct store *s);
+/* Starts write-type operations (store_write.c, store_seal.c). */
+void store__flush_start(struct store *s, struct store_wop *w);
+void store__seal_start(struct store *s, struct store_wop **batch, size_t n);
+/* Starts or resumes a read that waits for buffers (store_read.c): true if
+ * it got going (or finished), false if it still waits. */
+bool store__read_resume(struct store_read_op *r);
+struct store_read_op *store__read_next_waiting(struct store_read_op *r);
+/* Appends a read to the list of those waiting for buffers. */
+void store__read_wait(struct store_read_op *r);
+/* Buffers a read may take now. */
+unsigned store__read_bufs(const struct store *s);
+
 /* --- the handle ---------------------------------------------------------- */
 
 /* Open segment fds, least recently used evicted. A batch of I/O never looks
@@ -214,6 +315,15 @@ struct store {
   size_t ndirty, ndirty_cap;
   int poisoned;               /* the failure that poisoned the store, or 0 */
   char errmsg[512];
+  /* Asynchronous operations (store_async.c). */
+  struct store_op *ready_head, *ready_tail; /* finished, callbacks not yet run */
+  struct store_wop *wq_head, *wq_tail;      /* write-type operations waiting */
+  bool wq_running;                          /* one of them is under way */
+  bool polling;                             /* inside store_poll or store__wait */
+  struct store_read_op *rwait_head, *rwait_tail; /* reads waiting for buffers */
+  unsigned writers;                         /* open writers (one buffer each) */
+  unsigned read_bufs;                       /* buffers reads hold */
+  struct store_io_stats stats;
 };
 
 /* Formats store_errmsg and returns rc, for `return store__fail(s, rc, ...)`. */

@@ -1,6 +1,7 @@
 /* Reading shards back with every block verified, and the scrubber. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
@@ -105,75 +106,191 @@ static int check_part(struct store *s, const struct store_id *id, const struct r
   return 0;
 }
 
-/* Reads the extents overlapping [off, end) in batches of free buffers. */
-static int read_extents(struct store *s, const struct store_id *id, const struct shard_entry *e,
-                        uint64_t off, uint64_t end, unsigned char *out)
+/* Parts read at once by one read: a 1 MiB read spans two extents at most,
+ * so this only matters for the blocking reads of tools and tests. */
+#define READ_PARTS 8
+
+/* An asynchronous read (store_read_submit). */
+struct store_read_op {
+  struct store_op op;
+  struct store *s;
+  struct store_id id;
+  struct shard_entry e;
+  uint64_t off, end; /* the shard bytes to return */
+  unsigned char *out;
+  size_t *got;
+  uint32_t next;     /* the next extent to read */
+  struct read_part parts[READ_PARTS];
+  unsigned nparts, pending;
+  int err;
+  struct store_read_op *wait_next;
+};
+
+unsigned store__read_bufs(const struct store *s)
 {
-  struct read_part parts[64];
-  uint32_t i = 0;
-  while (i < e->h.nextents && e->ext[i].shard_off + e->ext[i].len <= off)
-    i++;
-  int rc = 0;
-  while (rc == 0 && i < e->h.nextents && e->ext[i].shard_off < end) {
-    unsigned n = 0;
-    for (; i < e->h.nextents && e->ext[i].shard_off < end && n < 64; i++, n++) {
-      struct read_part *p = &parts[n];
-      p->x = &e->ext[i];
-      p->buf = ring_buf_get(s->ring, &p->buf_index);
-      if (p->buf == NULL)
-        break;
-      uint64_t from = off > p->x->shard_off ? off - p->x->shard_off : 0;
-      uint64_t to = end - p->x->shard_off < p->x->len ? end - p->x->shard_off : p->x->len;
-      rc = queue_part(s, p, from, to);
-      if (rc != 0) {
-        ring_buf_put(s->ring, p->buf_index);
-        break;
-      }
+  unsigned keep = s->o.max_writers - s->writers + 1; /* writers' claims, a new segment */
+  unsigned nfree = ring_buf_free(s->ring);
+  return nfree > keep ? nfree - keep : 0;
+}
+
+struct store_read_op *store__read_next_waiting(struct store_read_op *r)
+{
+  return r->wait_next;
+}
+
+void store__read_wait(struct store_read_op *r)
+{
+  struct store *s = r->s;
+  r->wait_next = NULL;
+  if (s->rwait_tail != NULL)
+    s->rwait_tail->wait_next = r;
+  else
+    s->rwait_head = r;
+  s->rwait_tail = r;
+}
+
+static void read_release(struct store_op *op)
+{
+  struct store_read_op *r = (struct store_read_op *)op;
+  msd_free(r->e.ext);
+  msd_free(r);
+}
+
+static void read_finish(struct store_read_op *r, int rc)
+{
+  r->s->stats.reads++;
+  if (rc == 0)
+    *r->got = (size_t)(r->end - r->off);
+  store__op_finish(r->s, &r->op, rc);
+}
+
+static bool more_to_read(const struct store_read_op *r)
+{
+  return r->next < r->e.h.nextents && r->e.ext[r->next].shard_off < r->end;
+}
+
+/* Checks the batch that just completed and copies its bytes out. */
+static int read_batch_done(struct store_read_op *r)
+{
+  struct store *s = r->s;
+  int rc = r->err;
+  for (unsigned j = 0; j < r->nparts; j++) {
+    struct read_part *p = &r->parts[j];
+    if (rc == 0)
+      rc = check_part(s, &r->id, p);
+    if (rc == 0) {
+      uint64_t lo = r->off > p->x->shard_off ? r->off : p->x->shard_off;
+      uint64_t hi = r->end < p->x->shard_off + p->x->len ? r->end : p->x->shard_off + p->x->len;
+      uint64_t in = lo - p->x->shard_off - (uint64_t)p->b0 * STORE_BLOCK;
+      memcpy(r->out + (lo - r->off), p->buf + REC_ROOM + in, (size_t)(hi - lo));
     }
-    if (n == 0 && rc == 0)
-      return store__fail(s, MSD_ENOBUFS, "%s: no free I/O buffer for a read", s->dir);
-    int drc = ring_drain(s->ring);
-    for (unsigned j = 0; j < n; j++) {
-      struct read_part *p = &parts[j];
-      if (rc == 0)
-        rc = drc ? drc : check_part(s, id, p);
-      if (rc == 0) {
-        uint64_t lo = off > p->x->shard_off ? off : p->x->shard_off;
-        uint64_t hi = end < p->x->shard_off + p->x->len ? end : p->x->shard_off + p->x->len;
-        uint64_t in = lo - p->x->shard_off - (uint64_t)p->b0 * STORE_BLOCK;
-        memcpy(out + (lo - off), p->buf + REC_ROOM + in, (size_t)(hi - lo));
-      }
-      ring_buf_put(s->ring, p->buf_index);
-    }
+    ring_buf_put(s->ring, p->buf_index);
+    s->read_bufs--;
   }
+  if (rc != 0 && r->op.why[0] == 0)
+    snprintf(r->op.why, sizeof r->op.why, "%s", s->errmsg);
+  r->nparts = 0;
   return rc;
+}
+
+static void read_io_done(struct ring_req *req)
+{
+  struct store_read_op *r = req->ctx;
+  if (--r->pending > 0)
+    return;
+  int rc = read_batch_done(r);
+  if (rc != 0 || !more_to_read(r))
+    read_finish(r, rc);
+  else if (!store__read_resume(r))
+    store__read_wait(r);
+}
+
+static int queue_one(struct store_read_op *r, struct read_part *p)
+{
+  uint64_t from = r->off > p->x->shard_off ? r->off - p->x->shard_off : 0;
+  uint64_t to = r->end - p->x->shard_off < p->x->len ? r->end - p->x->shard_off : p->x->len;
+  int rc = queue_part(r->s, p, from, to);
+  if (rc != 0)
+    return rc;
+  p->hreq.cb = p->dreq.cb = read_io_done;
+  p->hreq.ctx = p->dreq.ctx = r;
+  r->pending += p->dreq.len > 0 ? 2 : 1;
+  return 0;
+}
+
+bool store__read_resume(struct store_read_op *r)
+{
+  struct store *s = r->s;
+  unsigned avail = store__read_bufs(s);
+  if (avail == 0)
+    return false;
+  while (r->err == 0 && more_to_read(r) && r->nparts < READ_PARTS && avail > 0) {
+    struct read_part *p = &r->parts[r->nparts];
+    p->x = &r->e.ext[r->next];
+    p->buf = ring_buf_get(s->ring, &p->buf_index);
+    s->read_bufs++;
+    avail--;
+    r->nparts++;
+    r->next++;
+    int rc = queue_one(r, p);
+    if (rc != 0) /* its buffer goes back with the batch; none of its I/O is queued */
+      r->err = read_err(s, &r->id, p->x, rc, p->x->shard_off);
+  }
+  if (r->pending == 0) /* UNTESTED: the first part's segment would not open */
+    read_finish(r, read_batch_done(r));
+  return true;
+}
+
+/* The shard's extents, checked against the requested range. */
+static int read_lookup(struct store_read_op *r, size_t len)
+{
+  struct store *s = r->s;
+  char name[48];
+  store__id_text(&r->id, name);
+  int rc = store__lookup(s, &r->id, &r->e);
+  if (rc == 0 && r->e.h.state == IDX_STATE_TOMBSTONE)
+    rc = MSD_EDELETED;
+  if (rc == 0 && r->off > r->e.h.size)
+    return store__fail(s, MSD_ERANGE, "shard %s: read at offset %" PRIu64 " is past its end (%"
+                       PRIu64 " bytes)", name, r->off, r->e.h.size);
+  if (rc != 0)
+    return store__fail(s, rc, "shard %s in %s: %s", name, s->dir, msd_strerror(rc));
+  r->end = len < r->e.h.size - r->off ? r->off + len : r->e.h.size;
+  while (r->next < r->e.h.nextents &&
+         r->e.ext[r->next].shard_off + r->e.ext[r->next].len <= r->off)
+    r->next++;
+  return 0;
+}
+
+int store_read_submit(struct store *s, const struct store_id *id, uint64_t off, void *buf,
+                      size_t len, size_t *got, store_cb cb, void *ctx)
+{
+  if (s == NULL || id == NULL || got == NULL || (buf == NULL && len > 0) || cb == NULL)
+    return MSD_EPARAM;
+  *got = 0;
+  struct store_read_op *r = msd_calloc(1, sizeof *r);
+  if (r == NULL)
+    return -ENOMEM;
+  *r = (struct store_read_op){.op = {.cb = cb, .ctx = ctx, .release = read_release}, .s = s,
+                              .id = *id, .off = off, .out = buf, .got = got};
+  int rc = read_lookup(r, len);
+  if (rc != 0 || !more_to_read(r))
+    read_finish(r, rc);
+  else
+    store__read_wait(r); /* starts from store_poll, when buffers allow */
+  return 0;
 }
 
 int store_read(struct store *s, const struct store_id *id, uint64_t off, void *buf, size_t len,
                size_t *got)
 {
-  if (s == NULL || id == NULL || got == NULL || (buf == NULL && len > 0))
+  if (s == NULL)
     return MSD_EPARAM;
-  *got = 0;
-  char name[48];
-  store__id_text(id, name);
-  struct shard_entry e;
-  int rc = store__lookup(s, id, &e);
-  if (rc == 0 && e.h.state == IDX_STATE_TOMBSTONE)
-    rc = MSD_EDELETED;
-  if (rc == 0 && off > e.h.size)
-    rc = store__fail(s, MSD_ERANGE, "shard %s: read at offset %" PRIu64 " is past its end (%" PRIu64
-                     " bytes)", name, off, e.h.size);
-  else if (rc != 0)
-    rc = store__fail(s, rc, "shard %s in %s: %s", name, s->dir, msd_strerror(rc));
-  if (rc == 0) {
-    uint64_t end = len < e.h.size - off ? off + len : e.h.size;
-    rc = read_extents(s, id, &e, off, end, buf);
-    if (rc == 0)
-      *got = (size_t)(end - off);
-  }
-  msd_free(e.ext);
-  return rc;
+  struct store_sync sw = {.s = s};
+  int rc = store_read_submit(s, id, off, buf, len, got, store__sync_cb, &sw);
+  if (rc == 0)
+    rc = store__wait(s, &sw.done);
+  return rc != 0 ? rc : sw.rc;
 }
 
 int store__rec_read_verified(struct store *s, const struct store_id *id,

@@ -1,6 +1,7 @@
 /* CUnit runner for storage/: the store API on the io_uring path and again on
- * the pread/pwrite fallback, corruption, disk-full, many small shards, and
- * the crash harness (test_storage_crash.c). */
+ * the pread/pwrite fallback, corruption, disk-full, many small shards, the
+ * asynchronous calls (test_storage_async.c) on both paths, and the crash
+ * harness (test_storage_crash.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -531,6 +532,7 @@ static void test_ring_link_cancels(void)
 }
 
 extern const struct test_case crash_tests[];
+extern const struct test_case async_tests[];
 
 static const struct test_case store_tests[] = {
     {"write, seal, read, reopen", test_write_seal_read},
@@ -563,8 +565,11 @@ static int on_fallback(void)
 int main(void)
 {
   static const char *const names[] = {"store on io_uring", "store on pread/pwrite",
-                                      "crash harness", NULL};
-  static const struct test_case *const suites[] = {store_tests, store_tests, crash_tests};
-  static const CU_InitializeFunc inits[] = {on_io_uring, on_fallback, on_io_uring};
+                                      "asynchronous calls on io_uring",
+                                      "asynchronous calls on pread/pwrite", "crash harness", NULL};
+  static const struct test_case *const suites[] = {store_tests, store_tests, async_tests,
+                                                   async_tests, crash_tests};
+  static const CU_InitializeFunc inits[] = {on_io_uring, on_fallback, on_io_uring, on_fallback,
+                                            on_io_uring};
   return test_run_ex("test_storage", names, suites, inits);
 }
