@@ -21,6 +21,9 @@
  * writers or requests than that wait (or are refused with ENOBUFS). */
 #define OPEN_SHARDS 32
 #define POOL_BUFFERS 32
+/* Store buffers shard READs verify into, beyond the writers' (more READs
+ * wait their turn inside the store). */
+#define READ_BUFFERS 8
 
 struct dataplane {
   dataplane_take_fn take;
@@ -80,7 +83,8 @@ int dataplane_start(const struct dataplane_opts *o, struct dataplane **out)
   d->take = o->take;
   d->take_ctx = o->take_ctx;
   /* One store writer per open shard: the store's I/O buffers bound them. */
-  struct store_opts so = {.create = true, .io_buffers = OPEN_SHARDS + 8};
+  struct store_opts so = {.create = true, .io_buffers = OPEN_SHARDS + READ_BUFFERS + 1,
+                          .max_writers = OPEN_SHARDS};
   int rc = store_open(o->store_dir, &so, &d->store);
   if (rc != 0)
     msd_log(MSD_LOG_ERROR, "data plane: cannot open the shard store %s: %s", o->store_dir,
@@ -91,6 +95,8 @@ int dataplane_start(const struct dataplane_opts *o, struct dataplane **out)
                         .buffer_bytes = PAYLOAD_MAX};
   if (rc == 0 && (rc = net_loop_create(&no, handle, d, &d->loop)) != 0)
     msd_log(MSD_LOG_ERROR, "data plane: cannot listen on %s: %s", o->listen, msd_strerror(rc));
+  if (rc == 0)
+    shard_rpc_attach(d->rpc, d->loop);
   /* The loop's thread must not take the node's signals (libuv's handler
    * runs on the control loop). */
   sigset_t all, old;

@@ -16,8 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/alloc.h"
@@ -25,7 +27,7 @@
 #include "common/log.h"
 #include "proto/wire.h"
 
-enum op_kind { OP_ACCEPT = 1, OP_EVENT, OP_PAUSE, OP_RECV, OP_SEND, OP_CANCEL };
+enum op_kind { OP_ACCEPT = 1, OP_EVENT, OP_PAUSE, OP_RECV, OP_SEND, OP_CANCEL, OP_AUX };
 
 /* What a completion belongs to: its address is the SQE's user_data. */
 struct op {
@@ -44,6 +46,9 @@ struct net_conn {
   size_t have;   /* bytes of the current part received (or sent) */
   size_t want;   /* bytes the current part needs */
   uint8_t *buf;  /* the request's pool buffer, or NULL */
+  bool held;     /* the handler owes this request an answer */
+  struct iovec iov[2];  /* the reply: header and message, then the payload */
+  struct msghdr mh;
   unsigned inflight;
   struct op rx, tx;
   struct net_conn *next, *prev;  /* every connection */
@@ -62,7 +67,11 @@ struct net_loop {
   net_handler handler;
   void *ctx;
   struct net_conn *conns, *wait_head, *wait_tail;
-  struct op accept_op, event_op, pause_op, cancel_op;
+  struct op accept_op, event_op, pause_op, cancel_op, aux_op;
+  int aux_fd;
+  net_aux_fn aux;
+  void *aux_ctx;
+  bool aux_armed;
   struct sockaddr_in peer;
   socklen_t peer_len;
   uint64_t event_val;
@@ -111,12 +120,27 @@ static void arm_recv(struct net_conn *c, uint8_t *into)
   c->inflight++;
 }
 
+/* Sends what is left of the reply's two parts (the message in the buffer,
+ * the payload where it was built) in one sendmsg. */
 static void arm_send(struct net_conn *c)
 {
   struct io_uring_sqe *sqe = sqe_for(c->l);
-  io_uring_prep_send(sqe, c->fd, c->buf + c->have, c->want - c->have, MSG_NOSIGNAL);
+  c->mh = (struct msghdr){.msg_iov = c->iov[0].iov_len > 0 ? &c->iov[0] : &c->iov[1],
+                          .msg_iovlen = c->iov[0].iov_len > 0 ? 2 : 1};
+  io_uring_prep_sendmsg(sqe, c->fd, &c->mh, MSG_NOSIGNAL);
   io_uring_sqe_set_data(sqe, &c->tx);
   c->inflight++;
+}
+
+/* Drops n sent bytes from the front of the reply's parts. */
+static void sent_bytes(struct net_conn *c, size_t n)
+{
+  for (int i = 0; i < 2 && n > 0; i++) {
+    size_t k = n < c->iov[i].iov_len ? n : c->iov[i].iov_len;
+    c->iov[i].iov_base = (uint8_t *)c->iov[i].iov_base + k;
+    c->iov[i].iov_len -= k;
+    n -= k;
+  }
 }
 
 static void read_header(struct net_conn *c)
@@ -147,7 +171,8 @@ static void wait_remove(struct net_loop *l, struct net_conn *c)
   c->wait_next = NULL;
 }
 
-void net_close(struct net_conn *c, const char *why)
+/* Closes c from the loop's side; a handler holding it still answers. */
+static void conn_close(struct net_conn *c, const char *why)
 {
   if (c->st == C_CLOSING)
     return;
@@ -162,10 +187,17 @@ void net_close(struct net_conn *c, const char *why)
     shutdown(c->fd, SHUT_RDWR);
 }
 
+void net_close(struct net_conn *c, const char *why)
+{
+  c->held = false;
+  conn_close(c, why);
+}
+
 int net_detach(struct net_conn *c)
 {
   if (c->st != C_HANDLER)
     return MSD_ESTATE;
+  c->held = false;
   int fd = c->fd;
   c->fd = -1; /* reap frees the connection and its buffer, not the socket */
   c->st = C_CLOSING;
@@ -180,7 +212,7 @@ static void reap(struct net_loop *l)
   struct net_conn *c = l->conns;
   while (c != NULL) {
     struct net_conn *next = c->next;
-    if (c->st == C_CLOSING && c->inflight == 0) {
+    if (c->st == C_CLOSING && c->inflight == 0 && !c->held) {
       if (c->prev != NULL)
         c->prev->next = c->next;
       else
@@ -209,6 +241,7 @@ static void read_body(struct net_conn *c)
     return;
   }
   c->st = C_HANDLER; /* a frame with no body at all */
+  c->held = true;
   struct net_request r = {.id = c->h.request_id, .msg = c->buf + WIRE_HEADER_BYTES};
   c->l->stats.requests++;
   c->l->handler(c->l->ctx, c, &r);
@@ -239,7 +272,7 @@ static void got_header(struct net_conn *c)
     rc = MSD_EFRAME, why = "response frame sent to a server";
   if (rc != 0) {
     l->stats.bad_frames++;
-    net_close(c, why);
+    conn_close(c, why);
     return;
   }
   if (l->nfree == 0) {
@@ -261,9 +294,9 @@ static void on_recv(struct net_conn *c, int res)
   if (c->st == C_CLOSING)
     return;
   if (res <= 0) {
-    net_close(c, res == 0 ? (c->have > 0 || c->st == C_BODY ? "peer closed in the middle of a frame"
-                                                              : NULL)
-                          : strerror(-res));
+    conn_close(c, res == 0 ? (c->have > 0 || c->st == C_BODY ? "peer closed in the middle of a frame"
+                                                               : NULL)
+                           : strerror(-res));
     return;
   }
   c->have += (size_t)res;
@@ -276,6 +309,7 @@ static void on_recv(struct net_conn *c, int res)
     return;
   }
   c->st = C_HANDLER;
+  c->held = true;
   struct net_request r = {.id = c->h.request_id,
                           .msg = c->buf + WIRE_HEADER_BYTES,
                           .msg_len = c->h.msg_len,
@@ -290,11 +324,12 @@ static void on_send(struct net_conn *c, int res)
   if (c->st == C_CLOSING)
     return;
   if (res < 0) {
-    net_close(c, strerror(-res));
+    conn_close(c, strerror(-res));
     return;
   }
   c->have += (size_t)res;
   if (c->have < c->want) {
+    sent_bytes(c, (size_t)res);
     arm_send(c);
     return;
   }
@@ -304,25 +339,38 @@ static void on_send(struct net_conn *c, int res)
   buf_release(c->l, b);
 }
 
+uint8_t *net_reply_area(struct net_conn *c, size_t *cap)
+{
+  *cap = c->l->o.buffer_bytes;
+  return c->buf + WIRE_HEADER_BYTES + WIRE_MSG_MAX;
+}
+
 int net_reply(struct net_conn *c, uint64_t id, const uint8_t *msg, size_t msg_len,
               const uint8_t *payload, size_t payload_len)
 {
+  if (c->st == C_CLOSING && c->held) {
+    c->held = false; /* the loop closed it meanwhile: reap frees it now */
+    return MSD_ESTATE;
+  }
   if (c->st != C_HANDLER)
     return MSD_ESTATE;
+  c->held = false;
   if (msg_len > WIRE_MSG_MAX || payload_len > c->l->o.buffer_bytes) {
-    net_close(c, "reply larger than the frame bounds");
+    conn_close(c, "reply larger than the frame bounds");
     return MSD_EPARAM;
   }
+  uint8_t *area = c->buf + WIRE_HEADER_BYTES + WIRE_MSG_MAX;
+  bool in_area = payload_len > 0 && payload == area;
   /* The sources may lie in this very buffer (an echo): keep the message
    * aside, move the payload into place, then put the message back. */
   uint8_t *m = msg_len > 0 ? msd_malloc(msg_len) : NULL;
   if (msg_len > 0 && m == NULL) {
-    net_close(c, "out of memory for a reply");
+    conn_close(c, "out of memory for a reply");
     return -ENOMEM;
   }
   if (msg_len > 0)
     memcpy(m, msg, msg_len);
-  if (payload_len > 0)
+  if (payload_len > 0 && !in_area)
     memmove(c->buf + WIRE_HEADER_BYTES + msg_len, payload, payload_len);
   if (msg_len > 0)
     memcpy(c->buf + WIRE_HEADER_BYTES, m, msg_len);
@@ -333,6 +381,9 @@ int net_reply(struct net_conn *c, uint64_t id, const uint8_t *msg, size_t msg_le
   c->st = C_SEND;
   c->have = 0;
   c->want = WIRE_HEADER_BYTES + msg_len + payload_len;
+  size_t head = WIRE_HEADER_BYTES + msg_len + (in_area ? 0 : payload_len);
+  c->iov[0] = (struct iovec){c->buf, head};
+  c->iov[1] = (struct iovec){area, in_area ? payload_len : 0};
   arm_send(c);
   return 0;
 }
@@ -400,6 +451,10 @@ static void dispatch(struct net_loop *l, struct io_uring_cqe *cqe)
   case OP_CANCEL:
     l->loop_inflight--;
     break;
+  case OP_AUX:
+    l->loop_inflight--;
+    l->aux_armed = false;
+    break;
   case OP_RECV:
     op->c->inflight--;
     on_recv(op->c, res);
@@ -411,16 +466,40 @@ static void dispatch(struct net_loop *l, struct io_uring_cqe *cqe)
   }
 }
 
+void net_loop_set_aux(struct net_loop *l, int fd, net_aux_fn fn, void *ctx)
+{
+  l->aux_fd = fd;
+  l->aux = fn;
+  l->aux_ctx = ctx;
+}
+
+/* Watches the auxiliary descriptor; a one-shot poll, armed again each
+ * turn, so it reports readiness that is still there (level-triggered). */
+static void arm_aux(struct net_loop *l)
+{
+  if (l->aux_fd < 0 || l->aux_armed)
+    return;
+  struct io_uring_sqe *sqe = sqe_for(l);
+  io_uring_prep_poll_add(sqe, l->aux_fd, POLLIN);
+  io_uring_sqe_set_data(sqe, &l->aux_op);
+  l->aux_armed = true;
+  l->loop_inflight++;
+}
+
+static void cancel_op(struct net_loop *l, struct op *op)
+{
+  struct io_uring_sqe *sqe = sqe_for(l);
+  io_uring_prep_cancel(sqe, op, 0);
+  io_uring_sqe_set_data(sqe, &l->cancel_op);
+  l->loop_inflight++;
+}
+
 static void begin_stop(struct net_loop *l)
 {
-  if (l->accept_armed) {
-    struct io_uring_sqe *sqe = sqe_for(l);
-    io_uring_prep_cancel(sqe, &l->accept_op, 0);
-    io_uring_sqe_set_data(sqe, &l->cancel_op);
-    l->loop_inflight++;
-  }
+  if (l->accept_armed)
+    cancel_op(l, &l->accept_op);
   for (struct net_conn *c = l->conns; c != NULL; c = c->next)
-    net_close(c, NULL);
+    conn_close(c, NULL);
 }
 
 int net_loop_run(struct net_loop *l)
@@ -435,25 +514,34 @@ int net_loop_run(struct net_loop *l)
   l->ring_ready = true;
   arm_accept(l);
   arm_event(l);
-  bool stop_begun = false;
-  while (!stop_begun || l->conns != NULL || l->loop_inflight > 0) {
+  bool stop_begun = false, aux_cancelled = false, more = false;
+  for (;;) {
     if (l->stopping && !stop_begun) {
       begin_stop(l);
       stop_begun = true;
     }
     reap(l);
+    /* The auxiliary source is watched while anything may still need it:
+     * a held connection waits for it to answer. */
+    if (stop_begun && l->conns == NULL && l->aux_armed && !aux_cancelled) {
+      cancel_op(l, &l->aux_op);
+      aux_cancelled = true;
+    } else if (!(stop_begun && l->conns == NULL)) {
+      arm_aux(l);
+    }
     if (stop_begun && l->conns == NULL && l->loop_inflight == 0)
       break;
-    struct io_uring_cqe *cqe;
-    rc = io_uring_submit_and_wait(&l->ring, 1);
+    rc = more ? io_uring_submit(&l->ring) : io_uring_submit_and_wait(&l->ring, 1);
     if (rc < 0 && rc != -EINTR)
       return rc;
+    struct io_uring_cqe *cqe;
     unsigned head, n = 0;
     io_uring_for_each_cqe(&l->ring, head, cqe) {
       dispatch(l, cqe);
       n++;
     }
     io_uring_cq_advance(&l->ring, n);
+    more = l->aux != NULL && l->aux(l->aux_ctx);
   }
   return 0;
 }
@@ -526,6 +614,8 @@ int net_loop_create(const struct net_opts *o, net_handler h, void *ctx, struct n
   l->event_op = (struct op){OP_EVENT, NULL};
   l->pause_op = (struct op){OP_PAUSE, NULL};
   l->cancel_op = (struct op){OP_CANCEL, NULL};
+  l->aux_op = (struct op){OP_AUX, NULL};
+  l->aux_fd = -1;
   int rc = make_pool(l);
   if (rc == 0)
     rc = listen_on(o->listen, &l->listen_fd, &l->port);

@@ -12,6 +12,7 @@
 #ifndef MSD_NET_LOOP_H
 #define MSD_NET_LOOP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,11 +36,16 @@ struct net_request {
   size_t payload_len;
 };
 
-/* Called on the loop's thread for each request; it must call net_reply or
- * net_close for c before it returns. (Replies that wait for disk or for
- * another node come with the shard RPCs, which will complete them from
- * the loop's own completions.) */
+/* Called on the loop's thread for each request. It answers with
+ * net_reply, net_close or net_detach, now or later (a reply that waits for
+ * disk); until then the connection reads nothing more and stays allocated,
+ * even if the loop is stopping. */
 typedef void (*net_handler)(void *ctx, struct net_conn *c, const struct net_request *r);
+
+/* Called on the loop's thread after every batch of completions, and when
+ * the auxiliary descriptor is readable. True when it has work it can do
+ * at once: the loop then does not block before calling it again. */
+typedef bool (*net_aux_fn)(void *ctx);
 
 /* Binds and listens. *out owned by the caller (net_loop_destroy, after
  * net_loop_run returned). 0, MSD_EPARAM (bad address), -errno. */
@@ -47,7 +53,13 @@ int net_loop_create(const struct net_opts *o, net_handler h, void *ctx, struct n
 void net_loop_destroy(struct net_loop *l);
 uint16_t net_loop_port(const struct net_loop *l);
 
-/* Serves until net_loop_stop; closes every connection before returning.
+/* Lets a second event source share the loop (the shard store's ring):
+ * `fd` (-1 for none) is polled through the loop's io_uring and fn runs as
+ * net_aux_fn says. Call before net_loop_run. */
+void net_loop_set_aux(struct net_loop *l, int fd, net_aux_fn fn, void *ctx);
+
+/* Serves until net_loop_stop; closes every connection before returning,
+ * after the handler has answered those it holds.
  * Creates the io_uring on the calling thread (run it on the thread that
  * serves). 0 or -errno from io_uring itself. */
 int net_loop_run(struct net_loop *l);
@@ -56,11 +68,19 @@ int net_loop_run(struct net_loop *l);
 void net_loop_stop(struct net_loop *l);
 
 /* Sends the response frame for request id: msg (<= 64 KiB) then payload
- * (<= buffer_bytes), copied, so the caller's memory is free on return.
- * Then the connection reads its next request. 0, MSD_EPARAM (too large:
- * the connection is closed), or -ENOMEM. */
+ * (<= buffer_bytes), copied, so the caller's memory is free on return; a
+ * payload already in net_reply_area is sent from there, not copied. Then
+ * the connection reads its next request. 0, MSD_EPARAM (too large: the
+ * connection is closed), MSD_ESTATE (the loop closed the connection while
+ * the handler held it: nothing is sent, and c is released), or -ENOMEM. */
 int net_reply(struct net_conn *c, uint64_t id, const uint8_t *msg, size_t msg_len,
               const uint8_t *payload, size_t payload_len);
+
+/* Where a held request's reply payload can be built (*cap bytes: the
+ * payload bound), inside the connection's own buffer. Writing there
+ * overwrites the request's payload, so use it only for requests that
+ * carry none. Valid until the reply is sent. */
+uint8_t *net_reply_area(struct net_conn *c, size_t *cap);
 
 /* Takes c's socket out of the loop (from the handler, instead of a
  * reply): the loop forgets the connection and the caller owns the fd,
@@ -68,7 +88,8 @@ int net_reply(struct net_conn *c, uint64_t id, const uint8_t *msg, size_t msg_le
  * payload are invalid after the handler returns. The fd, or MSD_ESTATE. */
 int net_detach(struct net_conn *c);
 
-/* Closes c, logging why (NULL: an orderly close, not logged). */
+/* Closes c, logging why (NULL: an orderly close, not logged); from a
+ * handler, this is its answer. */
 void net_close(struct net_conn *c, const char *why);
 
 struct net_stats {

@@ -3,7 +3,9 @@
  * store. Each shard is named by (object id, shard index), so every call is
  * safe to retry: OPEN restarts an unsealed shard, SEAL of a shard already
  * sealed with the same digest succeeds, APPEND must name the offset the
- * shard has reached. The store is used only from the loop's thread. */
+ * shard has reached. The store is used only from the loop's thread, and
+ * its disk I/O never blocks the loop: it completes through the loop's
+ * auxiliary poll of the store's ring (dataplane.c). */
 #ifndef MSD_NET_SHARD_RPC_H
 #define MSD_NET_SHARD_RPC_H
 
@@ -26,7 +28,13 @@ int shard_rpc_create(struct store *store, unsigned max_open, unsigned idle_ms, s
 /* Aborts the shards still open. */
 void shard_rpc_destroy(struct shard_rpc *r);
 
-/* The net_handler; ctx is the shard_rpc. */
+/* The net_handler; ctx is the shard_rpc. APPEND, SEAL and READ are
+ * answered later, from shard_rpc_poll. */
 void shard_rpc_handle(void *ctx, struct net_conn *c, const struct net_request *req);
+
+/* Makes loop l drive the store: its poll descriptor joins the loop, and
+ * after every batch of completions the requests whose disk work is done
+ * are answered. Call once, before net_loop_run. */
+void shard_rpc_attach(struct shard_rpc *r, struct net_loop *l);
 
 #endif
