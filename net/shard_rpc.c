@@ -10,6 +10,7 @@
 #include "common/alloc.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "net/shard_list.h"
 #include "proto/medshard.pb-c.h"
 
 /* A shard open for writing. */
@@ -290,7 +291,11 @@ void shard_rpc_handle(void *ctx, struct net_conn *c, const struct net_request *r
     fail(&out, MSD_EDECODE, "request message does not decode");
   else if (q->format_version != 1)
     fail(&out, MSD_EVERSION, "unsupported request version");
-  else
+  else if (q->op == MEDSHARD__DATA_OP__DATA_OP_SHARD_LIST) {
+    shard_list_handle(r->store, r->read_buf, r->payload_max, c, req, q); /* it replies */
+    medshard__data_request__free_unpacked(q, NULL);
+    return;
+  } else
     dispatch(r, q, req, &out);
   if (out.resp.code != 0 && out.resp.code != MSD_EEXIST)
     msd_log(MSD_LOG_INFO, "net: data request refused: %s", out.msg);
