@@ -33,6 +33,8 @@ void node_config_defaults(struct node_config *c)
   c->heartbeat_ms = 100;
   c->snapshot_threshold = 4096;
   c->snapshot_trailing = 1024;
+  c->orphan_grace_s = 3600;
+  c->sweep_interval_s = 600;
 }
 
 int node_peer_parse(const char *text, struct node_peer *p)
@@ -114,6 +116,8 @@ static int ini_key(void *user, const char *section, const char *key, const char 
                     : strcmp(key, "heartbeat_ms") == 0       ? &c->heartbeat_ms
                     : strcmp(key, "snapshot_threshold") == 0 ? &c->snapshot_threshold
                     : strcmp(key, "snapshot_trailing") == 0  ? &c->snapshot_trailing
+                    : strcmp(key, "orphan_grace") == 0       ? &c->orphan_grace_s
+                    : strcmp(key, "sweep_interval") == 0     ? &c->sweep_interval_s
                                                              : NULL;
   return field != NULL && set_uint(v, field) == 0;
 }
@@ -143,6 +147,10 @@ int node_config_check(const struct node_config *c, char *err, size_t err_cap)
                     : c->npeers != 0 && c->npeers != 1 && c->npeers != 3 && c->npeers != 5
                         ? "bootstrap voters must number 1, 3 or 5"
                     : c->cut_anchors == 0 || c->cut_ms == 0 ? "cut_anchors and cut_ms must be > 0"
+                    : c->orphan_grace_s == 0 || c->orphan_grace_s > NODE_GRACE_MAX_S
+                        ? "orphan_grace must be 1..31536000 seconds (default 3600)"
+                    : c->sweep_interval_s == 0 || c->sweep_interval_s > NODE_INTERVAL_MAX_S
+                        ? "sweep_interval must be 1..604800 seconds (default 600)"
                                                              : NULL;
   if (why == NULL)
     return 0;

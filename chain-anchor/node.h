@@ -37,7 +37,12 @@ struct node_config {
   unsigned cut_ms;                    /* ... or T ms, whichever first */
   unsigned election_ms, heartbeat_ms;
   unsigned snapshot_threshold, snapshot_trailing; /* Raft entries */
+  unsigned orphan_grace_s;            /* the orphan sweep (cluster/sweep.h): only shards */
+  unsigned sweep_interval_s;          /* sealed this long ago; seconds between passes */
 };
+
+#define NODE_GRACE_MAX_S 31536000u    /* a year */
+#define NODE_INTERVAL_MAX_S 604800u   /* a week */
 
 /* Defaults for everything but ids, addresses, dir and secret. */
 void node_config_defaults(struct node_config *c);

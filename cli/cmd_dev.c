@@ -20,6 +20,7 @@
 
 #include "chain-anchor/ctl_client.h"
 #include "chain-anchor/ctl_ops.h"
+#include "chain-anchor/node.h"
 #include "cli/cli.h"
 #include "cli/dev_int.h"
 #include "common/err.h"
@@ -32,11 +33,13 @@
 #define HEAD_MS 1000
 
 /* Options by bit, so each subcommand can refuse the ones it does not take. */
-enum { O_DIR = 1, O_NODES = 2, O_VOTERS = 4, O_EC = 8, O_JSON = 16, O_WIPE = 32 };
+enum { O_DIR = 1, O_NODES = 2, O_VOTERS = 4, O_EC = 8, O_JSON = 16, O_WIPE = 32, O_GRACE = 64,
+       O_INTERVAL = 128 };
 
 struct dev_opts {
   const char *sub, *dir;
   unsigned long nodes, voters, k, m;
+  unsigned long orphan_grace, sweep_interval; /* seconds; 0: not given */
   unsigned given; /* O_* bits */
   bool json, wipe;
   int argi, argc;
@@ -335,6 +338,7 @@ static int up_fresh(const struct dev_opts *o, struct dev_cluster *dc)
   }
   cli_hex(raw, sizeof raw, dc->secret);
   dc->k = (unsigned)o->k, dc->m = (unsigned)o->m, dc->n = o->nodes;
+  dc->orphan_grace = o->orphan_grace, dc->sweep_interval = o->sweep_interval;
   for (size_t i = 0; i < dc->n; i++) {
     struct dev_node *n = &dc->node[i];
     memset(n, 0, sizeof *n);
@@ -478,6 +482,10 @@ static int dev_up(const struct dev_opts *o)
     return 1;
   }
   rc = rc == -ENOENT ? up_fresh(o, &dc) : up_existing(o, &dc);
+  if (rc == 0 && (o->given & O_GRACE)) /* a restart takes new sweep settings */
+    dc.orphan_grace = o->orphan_grace;
+  if (rc == 0 && (o->given & O_INTERVAL))
+    dc.sweep_interval = o->sweep_interval;
   if (rc != 0 || (rc = up_run(&dc, &leader)) != 0)
     return rc;
   if ((rc = write_client_config(&dc)) != 0) {
@@ -778,6 +786,7 @@ static void dev_usage(FILE *f)
 {
   fprintf(f,
           "usage: medshard dev up [--nodes N] [--voters 1|3|5] [--ec K+M] [--dir DIR] [--json]\n"
+          "                       [--orphan-grace SECONDS] [--sweep-interval SECONDS]\n"
           "       medshard dev status [--dir DIR] [--json]\n"
           "       medshard dev kill N | start N [--dir DIR] [--json]\n"
           "       medshard dev down [--wipe] [--dir DIR] [--json]\n"
@@ -794,6 +803,20 @@ static int parse_ec(const char *s, unsigned long *k, unsigned long *m)
                  cli_parse_ulong(kb, 1, 32, k) == 0 && cli_parse_ulong(mb, 0, 16, m) == 0
              ? 0
              : MSD_EPARAM;
+}
+
+/* --orphan-grace (c 'g') or --sweep-interval ('i'): seconds in the range
+ * `medshard node` takes, which every node then gets. 0 or 2 (printed). */
+static int dev_seconds(struct dev_opts *o, int c, const char *arg)
+{
+  bool grace = c == 'g';
+  unsigned long max = grace ? NODE_GRACE_MAX_S : NODE_INTERVAL_MAX_S;
+  o->given |= grace ? O_GRACE : O_INTERVAL;
+  if (cli_parse_ulong(arg, 1, max, grace ? &o->orphan_grace : &o->sweep_interval) == 0)
+    return 0;
+  fprintf(stderr, "medshard dev: %s wants a whole number of seconds, 1..%lu, got '%s'\n",
+          grace ? "--orphan-grace" : "--sweep-interval", max, arg);
+  return 2;
 }
 
 /* One option; 0 or an exit code (printed). */
@@ -815,6 +838,9 @@ static int dev_flag(struct dev_opts *o, int c, const char *arg)
       return 0;
     fprintf(stderr, "medshard dev: --voters must be 1, 3 or 5 (a Raft majority), got '%s'\n", arg);
     return 2;
+  case 'g':
+  case 'i':
+    return dev_seconds(o, c, arg);
   case 'e':
     o->given |= O_EC;
     if (parse_ec(arg, &o->k, &o->m) == 0)
@@ -831,7 +857,8 @@ static int parse_opts(int argc, char **argv, struct dev_opts *o)
 {
   static const struct option opts[] = {
       {"dir", 1, 0, 'd'},  {"nodes", 1, 0, 'n'}, {"voters", 1, 0, 'v'}, {"ec", 1, 0, 'e'},
-      {"json", 0, 0, 'j'}, {"wipe", 0, 0, 'w'},  {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+      {"json", 0, 0, 'j'}, {"wipe", 0, 0, 'w'},  {"help", 0, 0, 'h'},
+      {"orphan-grace", 1, 0, 'g'}, {"sweep-interval", 1, 0, 'i'}, {0, 0, 0, 0}};
   o->nodes = 6, o->voters = 3, o->k = 4, o->m = 2;
   optind = 1;
   int c, rc = 0;
@@ -871,7 +898,7 @@ static const struct {
   unsigned allowed;
   int nargs;
 } dev_subs[] = {
-    {"up", dev_up, O_DIR | O_NODES | O_VOTERS | O_EC | O_JSON, 0},
+    {"up", dev_up, O_DIR | O_NODES | O_VOTERS | O_EC | O_JSON | O_GRACE | O_INTERVAL, 0},
     {"status", dev_status, O_DIR | O_JSON, 0},
     {"kill", dev_kill, O_DIR | O_JSON, 1},
     {"start", dev_start, O_DIR | O_JSON, 1},
@@ -882,8 +909,9 @@ static const struct {
  * positional arguments; 0 or 2 (printed). */
 static int check_args(const struct dev_opts *o, unsigned allowed, int nargs)
 {
-  static const char *const names[] = {"--dir", "--nodes", "--voters", "--ec", "--json", "--wipe"};
-  for (unsigned b = 0; b < 6; b++)
+  static const char *const names[] = {"--dir",  "--nodes", "--voters",       "--ec",
+                                      "--json", "--wipe",  "--orphan-grace", "--sweep-interval"};
+  for (unsigned b = 0; b < 8; b++)
     if ((o->given & ~allowed) & (1u << b)) {
       fprintf(stderr, "medshard dev %s: %s does not apply here\n", o->sub, names[b]);
       return 2;

@@ -39,6 +39,7 @@ struct dev_cluster {
   char dir[DEV_PATH]; /* absolute */
   char secret[129];   /* hex */
   unsigned k, m;      /* the default bucket's policy */
+  unsigned long orphan_grace, sweep_interval; /* seconds, passed to every node; 0: its default */
   size_t n;
   struct dev_node node[DEV_MAX_NODES];
 };

@@ -167,7 +167,8 @@ static const struct dev_node *join_target(const struct dev_cluster *dc)
 
 struct node_argv {
   const char *v[64];
-  char id[16], secret[DEV_PATH + 16], addr[DEV_PORT_COUNT][32], join[32];
+  char id[16], secret[DEV_PATH + 16], addr[DEV_PORT_COUNT][32], join[32], grace[24],
+      interval[24];
   char peer[DEV_MAX_NODES][80];
 };
 
@@ -196,6 +197,14 @@ static void build_argv(const struct dev_cluster *dc, const struct dev_node *n, c
   if (!n->voter) {
     dev__addr_of(join_target(dc), DEV_PORT_CONTROL, a->join, sizeof a->join);
     a->v[k++] = "--join", a->v[k++] = a->join;
+  }
+  if (dc->orphan_grace != 0) {
+    snprintf(a->grace, sizeof a->grace, "%lu", dc->orphan_grace);
+    a->v[k++] = "--orphan-grace", a->v[k++] = a->grace;
+  }
+  if (dc->sweep_interval != 0) {
+    snprintf(a->interval, sizeof a->interval, "%lu", dc->sweep_interval);
+    a->v[k++] = "--sweep-interval", a->v[k++] = a->interval;
   }
   a->v[k] = NULL;
 }

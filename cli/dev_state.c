@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "chain-anchor/node.h"
 #include "cli/dev_int.h"
 #include "common/err.h"
 
@@ -83,6 +84,10 @@ int dev__state_write(const struct dev_cluster *dc)
              " the dev\n# verbs. Edit only while every node is stopped.\n"
              "secret = %s\nec = %u+%u\nbucket = " DEV_BUCKET "\n",
           DEV_VERSION, dc->secret, dc->k, dc->m);
+  if (dc->orphan_grace != 0)
+    fprintf(f, "orphan_grace = %lu\n", dc->orphan_grace);
+  if (dc->sweep_interval != 0)
+    fprintf(f, "sweep_interval = %lu\n", dc->sweep_interval);
   for (size_t i = 0; i < dc->n; i++) {
     const struct dev_node *n = &dc->node[i];
     fprintf(f, "\n[node %" PRIu32 "]\nrole = %s\n", n->id, n->voter ? "voter" : "standby");
@@ -170,6 +175,10 @@ static int state_line(struct dev_cluster *dc, char *line)
     return copy_value(dc->secret, sizeof dc->secret, v);
   if (strcmp(k, "ec") == 0)
     return sscanf(v, "%u+%u", &dc->k, &dc->m) == 2 ? 0 : MSD_EPARAM;
+  if (strcmp(k, "orphan_grace") == 0)
+    return cli_parse_ulong(v, 1, NODE_GRACE_MAX_S, &dc->orphan_grace);
+  if (strcmp(k, "sweep_interval") == 0)
+    return cli_parse_ulong(v, 1, NODE_INTERVAL_MAX_S, &dc->sweep_interval);
   return 0;
 }
 
@@ -200,6 +209,7 @@ int dev__state_read(struct dev_cluster *dc, char *err, size_t cap)
   snprintf(path, sizeof path, "%s/" DEV_STATE, dc->dir);
   dc->n = 0;
   dc->secret[0] = 0;
+  dc->orphan_grace = dc->sweep_interval = 0;
   FILE *f = fopen(path, "r");
   if (f == NULL) {
     int rc = -errno;

@@ -13,6 +13,7 @@
 #include "common/alloc.h"
 #include "common/err.h"
 #include "common/log.h"
+#include "net/shard_list.h"
 #include "proto/medshard.pb-c.h"
 
 struct call;
@@ -407,12 +408,20 @@ void shard_rpc_handle(void *ctx, struct net_conn *c, const struct net_request *r
   }
   Medshard__DataRequest *q = medshard__data_request__unpack(NULL, req->msg_len, req->msg);
   int waits = 0;
-  if (q == NULL)
+  if (q == NULL) {
     fail(&k->out, MSD_EDECODE, "request message does not decode");
-  else if (q->format_version != 1)
+  } else if (q->format_version != 1) {
     fail(&k->out, MSD_EVERSION, "unsupported request version");
-  else
+  } else if (q->op == MEDSHARD__DATA_OP__DATA_OP_SHARD_LIST) {
+    size_t cap;
+    uint8_t *area = net_reply_area(c, &cap); /* the page is built where it is sent from */
+    shard_list_handle(r->store, area, cap < r->payload_max ? cap : r->payload_max, c, req, q);
+    medshard__data_request__free_unpacked(q, NULL);
+    msd_free(k);
+    return;
+  } else {
     waits = dispatch(r, k, q, req);
+  }
   if (q != NULL)
     medshard__data_request__free_unpacked(q, NULL);
   if (!waits)

@@ -209,6 +209,67 @@ int store_list(struct store *s, int (*fn)(void *ctx, const struct store_id *id,
   return rc != 0 ? rc : store__each_shard(s, list_one, &l);
 }
 
+/* Positions cur on the first key after `after` (NULL: the first key). */
+static int cursor_after(MDB_cursor *cur, const struct store_id *after, MDB_val *k, MDB_val *v)
+{
+  if (after == NULL)
+    return mdb_cursor_get(cur, k, v, MDB_FIRST);
+  uint8_t key[20];
+  store__key(after, key);
+  MDB_val want = {sizeof key, key};
+  *k = want;
+  int c = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+  if (c == 0 && k->mv_size == sizeof key && memcmp(k->mv_data, key, sizeof key) == 0)
+    c = mdb_cursor_get(cur, k, v, MDB_NEXT);
+  return c;
+}
+
+int store_list_from(struct store *s, const struct store_id *after, size_t max,
+                    int (*fn)(void *ctx, const struct store_id *id,
+                              const struct store_shard_info *info),
+                    void *ctx, struct store_id *last, bool *more)
+{
+  if (s == NULL || fn == NULL || last == NULL || more == NULL || max == 0)
+    return MSD_EPARAM;
+  *more = false;
+  int rc = store__checkpoint(s); /* pending seals are listed too */
+  MDB_txn *txn;
+  MDB_cursor *cur;
+  if (rc == 0 && (rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)) == 0 &&
+      (rc = mdb_cursor_open(txn, s->dbi_shards, &cur)) != 0)
+    mdb_txn_abort(txn);
+  if (rc > 0)
+    return store__fail(s, MSD_ECORRUPT, "%s: cannot read the index: %s", s->dir, mdb_strerror(rc));
+  if (rc != 0)
+    return rc;
+  struct list_ctx l = {fn, ctx};
+  MDB_val k, v;
+  size_t seen = 0;
+  int c = cursor_after(cur, after, &k, &v);
+  for (; rc == 0 && c == 0 && seen < max; c = mdb_cursor_get(cur, &k, &v, MDB_NEXT), seen++) {
+    if (k.mv_size != 20) {
+      rc = store__fail(s, MSD_ECORRUPT, "%s: corrupt key in the shard index", s->dir);
+      break;
+    }
+    struct shard_entry e;
+    store__key_id(k.mv_data, last);
+    int drc = store__entry_decode(&v, &e);
+    rc = list_one(&l, last, &e, drc);
+    msd_free(e.ext);
+  }
+  /* The loop's step ran after the last entry examined, also when fn
+   * stopped the walk, so c says whether an entry follows it. */
+  *more = c == 0;
+  mdb_cursor_close(cur);
+  mdb_txn_abort(txn);
+  return rc;
+}
+
+uint64_t store_last_seq(const struct store *s)
+{
+  return s->meta.next_seq > 0 ? s->meta.next_seq - 1 : 0;
+}
+
 int store_delete(struct store *s, const struct store_id *id)
 {
   if (s == NULL || id == NULL)

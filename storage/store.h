@@ -104,6 +104,24 @@ int store_list(struct store *s, int (*fn)(void *ctx, const struct store_id *id,
                                           const struct store_shard_info *info),
                void *ctx);
 
+/* One page of store_list: calls fn for the sealed shards that come after
+ * `after` in id order (NULL: from the first), examining at most `max`
+ * index entries, tombstones included, so a page costs bounded work however
+ * many deleted shards it skips. fn returning non-zero stops the walk after
+ * that entry and is returned. On return *last (the caller's) is the last
+ * entry examined and *more says whether any entry follows it; with
+ * nothing examined *last is untouched and *more false. 0, MSD_EPARAM,
+ * MSD_ECORRUPT, MSD_EPOISONED, or fn's code. */
+int store_list_from(struct store *s, const struct store_id *after, size_t max,
+                    int (*fn)(void *ctx, const struct store_id *id,
+                              const struct store_shard_info *info),
+                    void *ctx, struct store_id *last, bool *more);
+
+/* The highest sequence number the store has assigned (0: none yet). Every
+ * shard sealed from now on gets a larger one: a caller that notes it with
+ * the time learns that shards at or below it were sealed by then. */
+uint64_t store_last_seq(const struct store *s);
+
 /* --- deleting, compaction, scrub, capacity ------------------------------ */
 
 /* Replaces a sealed shard with a durable tombstone; its space becomes

@@ -15,6 +15,7 @@
 #include "common/err.h"
 #include "net/data_client.h"
 #include "net/loop.h"
+#include "net/shard_list.h"
 #include "net/shard_rpc.h"
 #include "proto/medshard.pb-c.h"
 #include "testutil.h"
@@ -336,8 +337,102 @@ static void test_loop_serves_while_disk_works(void)
   test_tmpdir_remove(g.dir);
 }
 
+/* One SHARD_LIST page: its code; the entries appended to out (cap), the
+ * store's highest seq, whether more follow and the resume cursor. */
+struct listing {
+  struct shard_list_entry e[32];
+  size_t n;
+  uint64_t seq;
+  bool more;
+  uint8_t cursor[16];
+  uint32_t cursor_index;
+};
+
+static int list_page(struct rig *g, const uint8_t *after, uint32_t after_index, size_t after_len,
+                     uint64_t limit, const void *payload, size_t plen, struct listing *out)
+{
+  static uint8_t page[BOUND];
+  Medshard__DataRequest q = MEDSHARD__DATA_REQUEST__INIT;
+  Medshard__DataResponse *r;
+  size_t got = 0;
+  q.op = MEDSHARD__DATA_OP__DATA_OP_SHARD_LIST;
+  q.object_id = (ProtobufCBinaryData){after_len, (uint8_t *)after};
+  q.shard_index = after_index;
+  q.length = limit;
+  if (data_client_call(g->dc, &q, payload, plen, 10000, &r, page, sizeof page, &got) != 0)
+    return -1;
+  int code = r->code, n = code == 0 ? shard_list_count(page, got) : 0;
+  CU_ASSERT(n >= 0);
+  for (int i = 0; i < n && out->n < 32; i++)
+    shard_list_entry(page, (size_t)i, &out->e[out->n++]);
+  out->seq = r->seq;
+  out->more = r->more;
+  CU_ASSERT(!r->more || r->object_id.len == 16);
+  if (r->object_id.len == 16)
+    memcpy(out->cursor, r->object_id.data, 16), out->cursor_index = r->shard_index;
+  medshard__data_response__free_unpacked(r, NULL);
+  return code;
+}
+
+/* SHARD_LIST pages through the sealed shards in id order with sizes and
+ * seal sequence numbers, skips deleted ones, and refuses bad cursors and
+ * limits with MSD_EPARAM while the connection stays usable. */
+static void test_list(void)
+{
+  struct rig g;
+  rig_up(&g);
+  uint8_t data[3000], oid[16];
+  fill(data, sizeof data, 4);
+  for (int i = 0; i < 7; i++) {
+    memset(oid, 0x40 + i, sizeof oid);
+    CU_ASSERT_EQUAL_FATAL(write_shard(&g, oid, data, 1000u + (size_t)i, 4096), 0);
+  }
+  memset(oid, 0x43, sizeof oid);
+  Medshard__DataRequest q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_DELETE, oid, 2);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), 0);
+  struct listing l = {.n = 0};
+  int pages = 0, rc = list_page(&g, NULL, 0, 0, 2, NULL, 0, &l);
+  for (pages = 1; rc == 0 && l.more && pages < 20; pages++)
+    rc = list_page(&g, l.cursor, l.cursor_index, 16, 2, NULL, 0, &l);
+  CU_ASSERT_EQUAL(rc, 0);
+  CU_ASSERT_EQUAL(pages, 3);
+  CU_ASSERT_EQUAL_FATAL(l.n, 6);
+  for (size_t i = 0; i < l.n; i++) {
+    int k = l.e[i].id.oid[0] - 0x40;
+    CU_ASSERT_EQUAL(l.e[i].id.index, 2);
+    CU_ASSERT_EQUAL(l.e[i].size, 1000u + (uint64_t)k);
+    CU_ASSERT(k != 3 && l.e[i].seq > 0 && l.e[i].seq <= l.seq);
+    CU_ASSERT(i == 0 || (l.e[i].id.oid[0] > l.e[i - 1].id.oid[0] && l.e[i].seq > l.e[i - 1].seq));
+  }
+  /* A huge limit is clipped: one page, everything. */
+  struct listing one = {.n = 0};
+  CU_ASSERT_EQUAL(list_page(&g, NULL, 0, 0, UINT64_MAX, NULL, 0, &one), 0);
+  CU_ASSERT_EQUAL(one.n, 6);
+  CU_ASSERT_FALSE(one.more);
+  /* Bad cursors and limits, a payload: refused, and the connection lives on. */
+  struct listing bad = {.n = 0};
+  uint8_t long_cursor[17] = {0};
+  CU_ASSERT_EQUAL(list_page(&g, oid, 0, 5, 10, NULL, 0, &bad), MSD_EPARAM);
+  CU_ASSERT_EQUAL(list_page(&g, long_cursor, 0, 17, 10, NULL, 0, &bad), MSD_EPARAM);
+  CU_ASSERT_EQUAL(list_page(&g, NULL, 0, 0, 0, NULL, 0, &bad), MSD_EPARAM);
+  CU_ASSERT_EQUAL(list_page(&g, NULL, 0, 0, 10, data, 10, &bad), MSD_EPARAM);
+  CU_ASSERT_EQUAL(bad.n, 0);
+  memset(oid, 0x46, sizeof oid);
+  q = req(MEDSHARD__DATA_OP__DATA_OP_SHARD_STAT, oid, 2);
+  CU_ASSERT_EQUAL(call(&g, &q, NULL, 0, NULL, NULL, 0, NULL), 0);
+  /* Pages that are not version 1 or whose length lies are refused. */
+  uint8_t page[SHARD_LIST_HEADER + SHARD_LIST_RECORD] = {1, 0, 0, 40, 0, 0, 0, 1};
+  CU_ASSERT_EQUAL(shard_list_count(page, sizeof page), 1);
+  CU_ASSERT_EQUAL(shard_list_count(page, sizeof page - 1), MSD_EDECODE);
+  CU_ASSERT_EQUAL(shard_list_count(page, 3), MSD_EDECODE);
+  page[0] = 2;
+  CU_ASSERT_EQUAL(shard_list_count(page, sizeof page), MSD_EVERSION);
+  rig_down(&g);
+}
+
 const struct test_case shard_rpc_tests[] = {
     {"the loop serves others while the disk works", test_loop_serves_while_disk_works},
+    {"SHARD_LIST pages, deleted shards, bad cursors and limits", test_list},
     {"write, seal, stat, read, retry, delete", test_write_seal_read},
     {"refusals", test_refusals},
     {"a corrupt shard is never served", test_corrupt_shard_is_never_served},

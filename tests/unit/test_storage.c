@@ -138,6 +138,76 @@ static void test_delete_list_and_usage(void)
   test_tmpdir_remove(dir);
 }
 
+/* Collects what store_list / store_list_from report, in order. */
+struct ids {
+  struct store_id id[64];
+  uint64_t seq[64];
+  size_t n, stop_at; /* stop_at: return 1 after that many (0: never) */
+};
+
+static int collect(void *ctx, const struct store_id *id, const struct store_shard_info *i)
+{
+  struct ids *c = ctx;
+  if (c->n < 64)
+    c->id[c->n] = *id, c->seq[c->n] = i->seq;
+  c->n++;
+  return c->stop_at != 0 && c->n % c->stop_at == 0 ? 1 : 0;
+}
+
+/* Pages of store_list_from, whatever their bounds, add up to store_list:
+ * the same shards in the same order, tombstones skipped but counted
+ * against the page's work bound, and the cursor moving on past them. */
+static void test_list_pages(void)
+{
+  const char *dir = test_tmpdir();
+  struct store *s = su_open(dir, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+  uint64_t before = store_last_seq(s);
+  CU_ASSERT_EQUAL(su_put_many(s, 0, 30, 1, 1000, 1000), 0);
+  CU_ASSERT(store_last_seq(s) >= before + 30);
+  CU_ASSERT_EQUAL(su_delete_many(s, 10, 20, 1), 0); /* ten tombstones among them */
+  struct ids all = {.n = 0};
+  CU_ASSERT_EQUAL(store_list(s, collect, &all), 0);
+  CU_ASSERT_EQUAL_FATAL(all.n, 20);
+  for (size_t i = 0; i < all.n; i++)
+    CU_ASSERT(all.seq[i] > before && all.seq[i] <= store_last_seq(s));
+  static const size_t bounds[][2] = {{1, 0}, {3, 0}, {7, 2}, {100, 5}, {100, 0}};
+  for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++) {
+    struct ids got = {.n = 0, .stop_at = bounds[b][1]};
+    struct store_id last;
+    bool more = true, first = true;
+    int pages = 0, rc = 0;
+    while (more && pages < 200 && rc == 0) {
+      rc = store_list_from(s, first ? NULL : &last, bounds[b][0], collect, &got, &last, &more);
+      rc = rc > 0 ? 0 : rc;
+      first = false;
+      pages++;
+    }
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_FALSE(more);
+    CU_ASSERT_EQUAL(got.n, all.n);
+    CU_ASSERT_EQUAL(memcmp(got.id, all.id, all.n * sizeof all.id[0]), 0);
+    if (bounds[b][0] == 1 && bounds[b][1] == 0)
+      CU_ASSERT_EQUAL(pages, 30); /* one entry examined per page, tombstones too */
+  }
+  /* After the last shard: nothing, no more. After a cursor that names no
+   * shard: the ones that sort after it. */
+  struct ids none = {.n = 0};
+  bool more = true;
+  struct store_id last = all.id[all.n - 1], after;
+  CU_ASSERT_EQUAL(store_list_from(s, &all.id[all.n - 1], 10, collect, &none, &last, &more), 0);
+  CU_ASSERT_EQUAL(none.n, 0);
+  CU_ASSERT_FALSE(more);
+  after = all.id[4];
+  after.index = 7; /* su_put_many writes index 0 only */
+  struct ids tail = {.n = 0};
+  CU_ASSERT_EQUAL(store_list_from(s, &after, 1000, collect, &tail, &last, &more), 0);
+  CU_ASSERT_EQUAL(tail.n, all.n - 5);
+  CU_ASSERT_EQUAL(store_list_from(s, NULL, 0, collect, &tail, &last, &more), MSD_EPARAM);
+  store_close(s);
+  test_tmpdir_remove(dir);
+}
+
 static void test_unsealed_is_invisible(void)
 {
   const char *dir = test_tmpdir();
@@ -538,6 +608,7 @@ static const struct test_case store_tests[] = {
     {"write, seal, read, reopen", test_write_seal_read},
     {"range reads", test_range_reads},
     {"delete, list and usage", test_delete_list_and_usage},
+    {"list in pages from a cursor", test_list_pages},
     {"unsealed shards are invisible", test_unsealed_is_invisible},
     {"torn tail is truncated on open", test_torn_tail_truncated},
     {"corruption is detected and scrubbed", test_corruption_detected},
