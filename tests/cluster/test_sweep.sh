@@ -33,7 +33,7 @@ teardown() {
     kill -KILL "$p" 2>/dev/null
   done
   for p in $PIDS; do
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF -- "--dir $D/n" && kill -KILL "$p"
+    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "--dir $D/n" && kill -KILL "$p"
   done
   [ "$FAIL" -eq 0 ] || for f in "$D"/n*.log; do echo "== last lines of $f"; grep -v 'pass done' "$f" | tail -n 15; done
   cleanup
