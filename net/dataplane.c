@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
 
 #include "common/alloc.h"
 #include "common/err.h"
@@ -28,6 +29,11 @@
 struct dataplane {
   dataplane_take_fn take;
   void *take_ctx;
+  char *store_dir;
+  pthread_mutex_t mu; /* start-up: the thread says how opening went */
+  pthread_cond_t cv;
+  bool started;
+  int start_rc;
   struct store *store;
   struct shard_rpc *rpc;
   struct net_loop *loop;
@@ -58,10 +64,37 @@ static void handle(void *ctx, struct net_conn *c, const struct net_request *r)
   d->take(d->take_ctx, fd, r->id, req);
 }
 
+/* Opens the store on the loop's own thread: its io_uring then belongs to
+ * the thread that submits to it and reaps it (one ring per thread; task
+ * work and wake-ups go to the ring's thread, not the control loop). */
+static int open_store(struct dataplane *d)
+{
+  /* One store writer per open shard: the store's I/O buffers bound them. */
+  struct store_opts so = {.create = true, .io_buffers = OPEN_SHARDS + READ_BUFFERS + 1,
+                          .max_writers = OPEN_SHARDS};
+  int rc = store_open(d->store_dir, &so, &d->store);
+  if (rc != 0)
+    msd_log(MSD_LOG_ERROR, "data plane: cannot open the shard store %s: %s", d->store_dir,
+            msd_strerror(rc));
+  if (rc == 0)
+    rc = shard_rpc_create(d->store, OPEN_SHARDS, 60000, PAYLOAD_MAX, &d->rpc);
+  if (rc == 0)
+    shard_rpc_attach(d->rpc, d->loop);
+  return rc;
+}
+
 static void *run(void *arg)
 {
   struct dataplane *d = arg;
-  int rc = net_loop_run(d->loop);
+  int rc = open_store(d);
+  pthread_mutex_lock(&d->mu);
+  d->started = true;
+  d->start_rc = rc;
+  pthread_cond_signal(&d->cv);
+  pthread_mutex_unlock(&d->mu);
+  if (rc != 0)
+    return NULL;
+  rc = net_loop_run(d->loop);
   if (rc != 0)
     msd_log(MSD_LOG_ERROR, "data plane: the io_uring loop failed: %s", msd_strerror(rc));
   return NULL;
@@ -72,7 +105,31 @@ static void release(struct dataplane *d)
   net_loop_destroy(d->loop);
   shard_rpc_destroy(d->rpc);
   store_close(d->store);
+  pthread_mutex_destroy(&d->mu);
+  pthread_cond_destroy(&d->cv);
+  msd_free(d->store_dir);
   msd_free(d);
+}
+
+/* Starts the thread with every signal blocked (libuv's handler runs on the
+ * control loop) and waits until it has opened the store. */
+static int start_thread(struct dataplane *d)
+{
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
+  int rc = -pthread_create(&d->thread, NULL, run, d);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0)
+    return rc;
+  pthread_mutex_lock(&d->mu);
+  while (!d->started)
+    pthread_cond_wait(&d->cv, &d->mu);
+  rc = d->start_rc;
+  pthread_mutex_unlock(&d->mu);
+  if (rc != 0)
+    pthread_join(d->thread, NULL);
+  return rc;
 }
 
 int dataplane_start(const struct dataplane_opts *o, struct dataplane **out)
@@ -80,32 +137,20 @@ int dataplane_start(const struct dataplane_opts *o, struct dataplane **out)
   struct dataplane *d = msd_calloc(1, sizeof *d);
   if (d == NULL)
     return -ENOMEM;
+  pthread_mutex_init(&d->mu, NULL);
+  pthread_cond_init(&d->cv, NULL);
   d->take = o->take;
   d->take_ctx = o->take_ctx;
-  /* One store writer per open shard: the store's I/O buffers bound them. */
-  struct store_opts so = {.create = true, .io_buffers = OPEN_SHARDS + READ_BUFFERS + 1,
-                          .max_writers = OPEN_SHARDS};
-  int rc = store_open(o->store_dir, &so, &d->store);
-  if (rc != 0)
-    msd_log(MSD_LOG_ERROR, "data plane: cannot open the shard store %s: %s", o->store_dir,
-            msd_strerror(rc));
+  d->store_dir = msd_malloc(strlen(o->store_dir) + 1);
+  int rc = d->store_dir ? 0 : -ENOMEM;
   if (rc == 0)
-    rc = shard_rpc_create(d->store, OPEN_SHARDS, 60000, PAYLOAD_MAX, &d->rpc);
+    strcpy(d->store_dir, o->store_dir);
   struct net_opts no = {.listen = o->listen, .pool_buffers = o->pool_buffers ? o->pool_buffers : POOL_BUFFERS,
                         .buffer_bytes = PAYLOAD_MAX};
   if (rc == 0 && (rc = net_loop_create(&no, handle, d, &d->loop)) != 0)
     msd_log(MSD_LOG_ERROR, "data plane: cannot listen on %s: %s", o->listen, msd_strerror(rc));
   if (rc == 0)
-    shard_rpc_attach(d->rpc, d->loop);
-  /* The loop's thread must not take the node's signals (libuv's handler
-   * runs on the control loop). */
-  sigset_t all, old;
-  sigfillset(&all);
-  if (rc == 0) {
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    rc = -pthread_create(&d->thread, NULL, run, d);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-  }
+    rc = start_thread(d);
   if (rc != 0) {
     release(d);
     return rc;
