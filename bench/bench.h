@@ -30,6 +30,11 @@ int bench_obj_main(int argc, char **argv);
 
 /* Helpers shared by benchmarks (bench_util.c). */
 
+/* Runs `fio ARGS --output-format=json` and returns the bandwidth (bytes/s)
+ * of its `rw` ("read" or "write") side, the group's total when the jobs
+ * are grouped; 0 if fio fails or says nothing of it. */
+double bench_fio_bw(const char *args, const char *rw);
+
 /* Parses "4096", "64K", "1M", "2G" (binary units). 0 or MSD_EPARAM. */
 int bench_parse_size(const char *text, uint64_t *out);
 

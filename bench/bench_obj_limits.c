@@ -34,25 +34,12 @@ bool obj_fio_present(void)
  * as a shard's seal ends its O_DIRECT appends with one fdatasync. */
 static double run_fio(const char *dir, const char *rw, unsigned jobs, uint64_t job_bytes)
 {
-  char cmd[8192];
-  snprintf(cmd, sizeof cmd,
-           "fio --name=" FIO_NAME " --directory='%s' --ioengine=io_uring --direct=1 --rw=%s"
-           " --bs=1M --size=%" PRIu64 " --numjobs=%u --iodepth=1 --end_fsync=%d"
-           " --group_reporting --output-format=json 2>/dev/null",
+  char args[8192];
+  snprintf(args, sizeof args,
+           "--name=" FIO_NAME " --directory='%s' --ioengine=io_uring --direct=1 --rw=%s"
+           " --bs=1M --size=%" PRIu64 " --numjobs=%u --iodepth=1 --end_fsync=%d --group_reporting",
            dir, rw, job_bytes, jobs, strcmp(rw, "write") == 0);
-  FILE *f = popen(cmd, "r");
-  if (f == NULL)
-    return 0;
-  static char out[1 << 20];
-  size_t n = fread(out, 1, sizeof out - 1, f);
-  out[n] = 0;
-  pclose(f);
-  /* The (grouped) job's "read"/"write" object holds "bw_bytes". */
-  char key[16];
-  snprintf(key, sizeof key, "\"%s\" :", rw);
-  char *at = strstr(out, key);
-  at = at ? strstr(at, "\"bw_bytes\" :") : NULL;
-  return at ? strtod(at + strlen("\"bw_bytes\" :"), NULL) : 0;
+  return bench_fio_bw(args, rw);
 }
 
 static void fio_cleanup(const char *dir, unsigned jobs)

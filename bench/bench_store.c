@@ -111,28 +111,15 @@ static int run_store(const struct store_bench *b, struct phase *p, unsigned char
   return rc;
 }
 
-/* Runs fio and returns its bandwidth in bytes/s for `rw`, or 0. */
+/* fio's bandwidth in bytes/s for `rw` with the store's I/O shape, or 0. */
 static double run_fio(const struct store_bench *b, const char *rw, size_t bs, uint64_t bytes)
 {
-  char cmd[8192];
-  snprintf(cmd, sizeof cmd,
-           "fio --name=medshard-bench --directory='%s' --ioengine=io_uring --direct=1 "
-           "--rw=%s --bs=%zu --size=%" PRIu64 " --fdatasync=%d --numjobs=1 --iodepth=1 "
-           "--output-format=json 2>/dev/null",
+  char args[8192];
+  snprintf(args, sizeof args,
+           "--name=medshard-bench --directory='%s' --ioengine=io_uring --direct=1 "
+           "--rw=%s --bs=%zu --size=%" PRIu64 " --fdatasync=%d --numjobs=1 --iodepth=1",
            b->dir, rw, bs, bytes, strcmp(rw, "write") == 0 ? 1 : 0);
-  FILE *f = popen(cmd, "r");
-  if (f == NULL)
-    return 0;
-  static char out[1 << 20];
-  size_t n = fread(out, 1, sizeof out - 1, f);
-  out[n] = 0;
-  pclose(f);
-  /* The job's "read"/"write" object holds "bw_bytes". */
-  char key[16];
-  snprintf(key, sizeof key, "\"%s\" :", rw);
-  char *at = strstr(out, key);
-  at = at ? strstr(at, "\"bw_bytes\" :") : NULL;
-  return at ? strtod(at + 12, NULL) : 0;
+  return bench_fio_bw(args, rw);
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -1,4 +1,6 @@
 /* Small helpers shared by the benchmarks (see bench.h). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bench/bench.h"
@@ -53,4 +55,23 @@ double bench_now(void)
 double bench_gbps(uint64_t bytes, double seconds)
 {
   return seconds > 0 ? (double)bytes / seconds / 1e9 : 0.0;
+}
+
+double bench_fio_bw(const char *args, const char *rw)
+{
+  char cmd[8400];
+  snprintf(cmd, sizeof cmd, "fio %s --output-format=json 2>/dev/null", args);
+  FILE *f = popen(cmd, "r");
+  if (f == NULL)
+    return 0;
+  static char out[1 << 20];
+  size_t n = fread(out, 1, sizeof out - 1, f);
+  out[n] = 0;
+  pclose(f);
+  /* The job's (or group's) "read"/"write" object holds "bw_bytes". */
+  char key[16];
+  snprintf(key, sizeof key, "\"%s\" :", rw);
+  char *at = strstr(out, key);
+  at = at ? strstr(at, "\"bw_bytes\" :") : NULL;
+  return at ? strtod(at + strlen("\"bw_bytes\" :"), NULL) : 0;
 }

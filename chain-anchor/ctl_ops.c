@@ -82,16 +82,21 @@ static int node_control(const char *addrs, uint32_t id, char *out, size_t cap)
   int rc = ctl_call_any(addrs, &req, 3000, &r, NULL, NULL);
   if (rc != 0)
     return rc;
-  rc = MSD_ENOTFOUND;
+  rc = ctl_node_address(r, id, out, cap);
+  medshard__ctl_response__free_unpacked(r, NULL);
+  return rc;
+}
+
+int ctl_node_address(const Medshard__CtlResponse *r, uint32_t id, char *out, size_t cap)
+{
   for (size_t i = 0; i < r->n_nodes; i++) {
     const char *a = r->nodes[i]->control_address;
     if (r->nodes[i]->node_id == id && a != NULL && a[0] != 0 && strlen(a) < cap) {
       snprintf(out, cap, "%s", a);
-      rc = 0;
+      return 0;
     }
   }
-  medshard__ctl_response__free_unpacked(r, NULL);
-  return rc;
+  return MSD_ENOTFOUND;
 }
 
 void ctl_leader_first(const char *addrs, char *out, size_t cap)

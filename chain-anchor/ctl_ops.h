@@ -26,6 +26,10 @@ int ctl_fetch_keys(const char *addrs, struct chain_key *keys, size_t cap, size_t
 int ctl_create_bucket(const char *addrs, const char *name, uint32_t k, uint32_t m,
                       uint32_t unit, Medshard__CtlResponse **resp);
 
+/* Node id's control address from a GET_NODES answer r, into out (cap
+ * bytes). 0, or MSD_ENOTFOUND (not in the map, no address, or too long). */
+int ctl_node_address(const Medshard__CtlResponse *r, uint32_t id, char *out, size_t cap);
+
 /* Writes addrs into out (cap bytes) with the Raft leader's control address
  * put first (learnt from HEAD and the cluster map), so that reads through
  * ctl_call_any see every write acknowledged so far (unless leadership

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "chain-anchor/ctl_client.h"
+#include "chain-anchor/ctl_ops.h"
 #include "common/alloc.h"
 #include "common/err.h"
 #include "common/log.h"
@@ -239,14 +240,7 @@ static int node_address(struct sweep *s, uint32_t id, char *out, size_t cap)
   int rc = ctl_call(s, LOCAL, s->control, &q, &r);
   if (rc != 0)
     return rc;
-  rc = r->code != 0 ? r->code : MSD_ENOTFOUND;
-  for (size_t i = 0; r->code == 0 && i < r->n_nodes; i++) {
-    const char *a = r->nodes[i]->control_address;
-    if (r->nodes[i]->node_id == id && a != NULL && a[0] != 0 && strlen(a) < cap) {
-      snprintf(out, cap, "%s", a);
-      rc = 0;
-    }
-  }
+  rc = r->code != 0 ? r->code : ctl_node_address(r, id, out, cap);
   medshard__ctl_response__free_unpacked(r, NULL);
   return rc;
 }

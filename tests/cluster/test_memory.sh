@@ -11,30 +11,12 @@
 MEDSHARD=${1:?usage: test_memory.sh MEDSHARD}
 MEDSHARD=$(cd "$(dirname "$MEDSHARD")" && pwd)/$(basename "$MEDSHARD")
 . "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-SCRIPTS=$(cd "$HERE/../../scripts" && pwd)
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-export MSD_TOOL_CACHE=${MSD_TOOL_CACHE:-$WORK/toolcache}
-unset MEDSHARD_NODE
-cd "$WORK" || exit 1
-D=$WORK/D
+. "$(dirname "$0")/devlib.sh"
 SIZE=${MSD_MEM_SIZE:-$((4 << 30))}
 LIMIT=${MSD_MEM_LIMIT_MIB:-256}
 
 SAMPLER=
-teardown() {
-  [ -n "$SAMPLER" ] && kill -TERM "$SAMPLER" 2>/dev/null
-  "$MEDSHARD" dev down --dir "$D" >/dev/null 2>&1
-  for p in $(sed -n 's/^pid = \([1-9][0-9]*\)$/\1/p' "$D/cluster.ini" 2>/dev/null); do
-    kill -KILL "$p" 2>/dev/null
-  done
-  [ "$FAIL" -eq 0 ] || for f in "$D"/n*.log; do echo "== last lines of $f"; tail -n 15 "$f"; done
-  cleanup
-}
-trap teardown EXIT
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+on_teardown() { [ -n "$SAMPLER" ] && kill -TERM "$SAMPLER" 2>/dev/null; }
 
 if ! timeout 120 "$MEDSHARD" dev up --nodes 6 --voters 3 --ec 4+2 --dir D >"$WORK/up.out" 2>&1; then
   bad "dev up --nodes 6 --voters 3 --ec 4+2"; sed 's/^/    | /' "$WORK/up.out"; finish; exit
@@ -42,9 +24,8 @@ fi
 ok "dev up: 6 nodes, 4+2"
 # The put goes through node 1 and the get through node 2 (a single --node
 # pins the coordinator), so both coordinator roles are sampled.
-ctl() { awk -v n="[node $1]" '$0 == n { s = 1; next } /^\[/ { s = 0 } s && $1 == "control" { print $3 }' "$D/cluster.ini"; }
-PUT_NODE=$(ctl 1)
-GET_NODE=$(ctl 2)
+PUT_NODE=$(ini 1 control)
+GET_NODE=$(ini 2 control)
 
 # The sampler: every 100 ms, VmRSS of each node (PIDs from the state file)
 # and of any `medshard put|get` running in WORK (the client); on SIGTERM it

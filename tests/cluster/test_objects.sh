@@ -12,64 +12,15 @@
 MEDSHARD=${1:?usage: test_objects.sh MEDSHARD}
 MEDSHARD=$(cd "$(dirname "$MEDSHARD")" && pwd)/$(basename "$MEDSHARD")
 . "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-SCRIPTS=$(cd "$HERE/../../scripts" && pwd)
-# Debian's python3 (python3-xxhash from scripts/bootstrap), not whatever
-# python3 comes first in PATH.
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-export MSD_TOOL_CACHE=${MSD_TOOL_CACHE:-$WORK/toolcache}
-unset MEDSHARD_NODE
-cd "$WORK" || exit 1
-D=$WORK/D
+. "$(dirname "$0")/devlib.sh"
 MIB=$((1 << 20))
 BIG=$((1 << 30))
 [ "${MSD_TEST_BIG:-1}" = 0 ] && BIG=$((256 * MIB))
 RANGES=${MSD_TEST_RANGES:-500}
 
-# Whatever happens, no node outlives the test: `dev down`, then SIGKILL
-# every PID the state file still records.
-teardown() {
-  "$MEDSHARD" dev down --dir "$D" >/dev/null 2>&1
-  for p in $(sed -n 's/^pid = \([1-9][0-9]*\)$/\1/p' "$D/cluster.ini" 2>/dev/null); do
-    kill -KILL "$p" 2>/dev/null
-  done
-  [ "$FAIL" -eq 0 ] || for f in "$D"/n*.log; do echo "== last lines of $f"; tail -n 15 "$f"; done
-  cleanup
-}
-trap teardown EXIT
-
-# ms ARGS...: medshard, never waiting more than TMO seconds (default 180).
-ms() { timeout -k 5 "${TMO:-180}" "$MEDSHARD" "$@"; }
-# expect NAME EXIT_CODE PATTERN CMD...: exit code and a line of its output.
-expect() {
-  local name=$1 want=$2 pattern=$3 rc
-  shift 3
-  "$@" >"$WORK/out" 2>&1
-  rc=$?
-  if [ "$rc" = "$want" ] && grep -Eq -- "$pattern" "$WORK/out"; then ok "$name"; else
-    bad "$name (exit $rc, wanted $want; pattern '$pattern')"; sed 's/^/    | /' "$WORK/out" | head -20; fi
-}
-# js FILE EXPR: prints the Python expression EXPR over d = the JSON in FILE.
-js() { "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1" 2>/dev/null; }
-# st EXPR: the same over d = `dev status --json`.
-st() {
-  "$MEDSHARD" dev status --dir "$D" --json 2>/dev/null |
-    "$PY" -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null
-}
-# ini NODE KEY: a key of node NODE's section of the state file.
-ini() { awk -v n="[node $1]" -v k="$2" '$0 == n { s = 1; next } /^\[/ { s = 0 } s && $1 == k { print $3 }' "$D/cluster.ini"; }
 sha() { sha256sum "$1" | cut -c1-64; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 T_SECTION=$(now)
 section() { echo "== $* (at $(since "$T0") s)"; T_SECTION=$(now); }
-# healthy: all 6 nodes run and answer, and they agree on one leader.
-healthy() {
-  [ "$(st 'sum(n["alive"] and n["reachable"] for n in d["nodes"]) == 6 and
-len({n["leader"] for n in d["nodes"]}) == 1 and
-sum(n["raft_state"] == "leader" for n in d["nodes"]) == 1')" = True ]
-}
 # stat_to KEY FILE: `stat --json` of default/KEY into FILE.
 stat_to() { ms stat "default/$1" --json >"$2" 2>"$WORK/stat.err"; }
 # shard_node KEY INDEX: the node holding shard INDEX of default/KEY.
@@ -306,6 +257,7 @@ export HERE
 section "dev up: 6 nodes, 3 voters, 4+2"
 expect "dev up --nodes 6 --voters 3 --ec 4+2" 0 'bucket +default \(4\+2\)' \
   timeout 120 "$MEDSHARD" dev up --nodes 6 --voters 3 --ec 4+2 --dir D
+remember_pids
 check "the cluster is healthy" wait_for 30 healthy
 if ! healthy; then finish; exit; fi
 for i in 1 2 3 4 5 6; do CTL[$i]=$(ini "$i" control); DATA[$i]=$(ini "$i" data); done

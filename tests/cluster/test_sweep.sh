@@ -11,57 +11,11 @@
 MEDSHARD=${1:?usage: test_sweep.sh MEDSHARD}
 MEDSHARD=$(cd "$(dirname "$MEDSHARD")" && pwd)/$(basename "$MEDSHARD")
 . "$(dirname "$0")/lib.sh"
-HERE=$(cd "$(dirname "$0")" && pwd)
-# Debian's python3 (python3-xxhash from scripts/bootstrap).
-PY=/usr/bin/python3
-[ -x "$PY" ] || PY=python3
-unset MEDSHARD_NODE
-cd "$WORK" || exit 1
-D=$WORK/D
+. "$(dirname "$0")/devlib.sh"
 GRACE=12    # seconds: long enough to see a young orphan survive several passes
 INTERVAL=1
 
-# Whatever happens, no node outlives the test: `dev down`, then SIGKILL
-# every PID the state file still records.
-# (PIDS also remembers them, in case the state file is gone: a node is
-# killed only if its command line still names this test's dev dir.)
-PIDS=""
-remember_pids() { PIDS="$PIDS $(sed -n 's/^pid = \([1-9][0-9]*\)$/\1/p' "$D/cluster.ini" 2>/dev/null)"; }
-teardown() {
-  "$MEDSHARD" dev down --dir "$D" >/dev/null 2>&1
-  for p in $(sed -n 's/^pid = \([1-9][0-9]*\)$/\1/p' "$D/cluster.ini" 2>/dev/null); do
-    kill -KILL "$p" 2>/dev/null
-  done
-  for p in $PIDS; do
-    { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null | grep -qF -- "--dir $D/n" && kill -KILL "$p"
-  done
-  [ "$FAIL" -eq 0 ] || for f in "$D"/n*.log; do echo "== last lines of $f"; grep -v 'pass done' "$f" | tail -n 15; done
-  cleanup
-}
-trap teardown EXIT
-
-ms() { timeout -k 5 "${TMO:-120}" "$MEDSHARD" "$@"; }
-expect() { # NAME EXIT_CODE PATTERN CMD...: exit code and a line of its output
-  local name=$1 want=$2 pattern=$3 rc
-  shift 3
-  "$@" >"$WORK/out" 2>&1
-  rc=$?
-  if [ "$rc" = "$want" ] && grep -Eq -- "$pattern" "$WORK/out"; then ok "$name"; else
-    bad "$name (exit $rc, wanted $want; pattern '$pattern')"; sed 's/^/    | /' "$WORK/out" | head -20; fi
-}
-js() { "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1" 2>/dev/null; }
-st() {
-  "$MEDSHARD" dev status --dir "$D" --json 2>/dev/null |
-    "$PY" -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null
-}
-ini() { awk -v n="[node $1]" -v k="$2" '$0 == n { s = 1; next } /^\[/ { s = 0 } s && $1 == k { print $3 }' "$D/cluster.ini"; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
-healthy() {
-  [ "$(st 'sum(n["alive"] and n["reachable"] for n in d["nodes"]) == 6 and
-len({n["leader"] for n in d["nodes"]}) == 1 and
-sum(n["raft_state"] == "leader" for n in d["nodes"]) == 1')" = True ]
-}
+TMO=120
 raw() { local node=$1; shift; timeout -k 2 30 "$PY" "$HERE/data_raw.py" "${DATA[$node]}" "$@" 2>&1; }
 # stat_code NODE OID INDEX: the code of SHARD_STAT of (OID, INDEX) on NODE.
 stat_code() { raw "$1" --oid "$2" --index "$3" stat | sed -n 's/^code=\([^ ]*\).*/\1/p'; }
