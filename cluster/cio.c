@@ -209,22 +209,33 @@ static void on_send(struct cio_peer *p, int res)
 
 /* ---- receiving ---- */
 
+/* Where the next received bytes of the current part go, and how many. */
+static uint8_t *rx_room(struct cio_peer *p, size_t *len)
+{
+  if (p->rx_part == 0) {
+    *len = WIRE_HEADER_BYTES - p->have;
+    return p->rx_hdr + p->have;
+  }
+  if (p->rx_part == 1) {
+    *len = p->h.msg_len - p->have;
+    return p->msg + p->have;
+  }
+  const struct cio_in *in = &p->in[p->in_head];
+  size_t first = in->cap < p->h.payload_len ? in->cap : p->h.payload_len;
+  if (p->have < first) { /* a recv never crosses into dst2: it is not adjacent */
+    *len = first - p->have;
+    return in->dst + p->have;
+  }
+  *len = p->h.payload_len - p->have;
+  return in->dst2 + (p->have - first);
+}
+
 static void arm_recv(struct cio_peer *p)
 {
-  uint8_t *into;
-  size_t want;
-  if (p->rx_part == 0) {
-    into = p->rx_hdr;
-    want = WIRE_HEADER_BYTES;
-  } else if (p->rx_part == 1) {
-    into = p->msg;
-    want = p->h.msg_len;
-  } else {
-    into = p->in[p->in_head].dst;
-    want = p->h.payload_len;
-  }
+  size_t len;
+  uint8_t *into = rx_room(p, &len);
   struct io_uring_sqe *sqe = sqe_for(p->io);
-  io_uring_prep_recv(sqe, p->fd, into + p->have, want - p->have, 0);
+  io_uring_prep_recv(sqe, p->fd, into, len, 0);
   io_uring_sqe_set_data(sqe, p);
   p->rx_armed = true;
   p->inflight++;
@@ -232,11 +243,17 @@ static void arm_recv(struct cio_peer *p)
 
 int cio_expect(struct cio_peer *p, uint8_t *dst, size_t cap, void *tag)
 {
+  return cio_expect_split(p, dst, cap, NULL, 0, tag);
+}
+
+int cio_expect_split(struct cio_peer *p, uint8_t *dst, size_t cap, uint8_t *dst2, size_t cap2,
+                     void *tag)
+{
   if (p->dead)
     return MSD_ESTATE;
   if (p->in_n == CIO_QUEUE)
     return MSD_EWINDOW;
-  p->in[(p->in_head + p->in_n) % CIO_QUEUE] = (struct cio_in){dst, cap, tag};
+  p->in[(p->in_head + p->in_n) % CIO_QUEUE] = (struct cio_in){dst, dst2, cap, cap2, tag};
   p->in_n++;
   if (!p->rx_armed) {
     p->rx_part = 0;
@@ -257,7 +274,8 @@ static void rx_part_done(struct cio_peer *p)
   p->have = 0;
   if (p->rx_part == 0) {
     const char *why = NULL;
-    int rc = wire_decode(p->rx_hdr, (uint32_t)p->in[p->in_head].cap, &p->h, &why);
+    const struct cio_in *in = &p->in[p->in_head];
+    int rc = wire_decode(p->rx_hdr, (uint32_t)(in->cap + in->cap2), &p->h, &why);
     if (rc == 0 && p->h.kind != p->rx_kind)
       why = "a frame of the wrong kind", rc = MSD_EFRAME;
     if (rc != 0) {

@@ -56,6 +56,12 @@ struct put {
   struct stripe *slot[STRIPE_WINDOW_MAX];
   unsigned slot_wait[STRIPE_WINDOW_MAX];
   struct cio_peer client;
+  /* The client's next frame lands straight in the window (direct: the
+   * encoder's reserved spans, no copy) when two spans hold a whole frame;
+   * else, with stripes narrower than a frame, in the stage buffer, copied
+   * from there into the encoder. */
+  bool direct;
+  struct stripe_span span[2];
   uint8_t *stage;
   size_t stage_len, stage_off;
   bool client_waiting, body_done, sealing;
@@ -187,11 +193,56 @@ static void on_sent(void *sess, struct cio_peer *peer, void *tag, int err)
   (void)sess, (void)peer, (void)tag, (void)err; /* responses tell us all */
 }
 
+/* Whether a frame can always go straight into the window once stripes
+ * are released: a whole stripe plus the rest of the filling one hold it. */
+static bool direct_fits(const struct put *p)
+{
+  return (size_t)p->k * p->unit >= COORD_PAYLOAD && p->window >= 2;
+}
+
+/* Asks for the client's next frame, if there is room for one: the window
+ * is the backpressure (a full one reads nothing until a target answers). */
 static void expect_client(struct put *p)
 {
-  if (!p->client_waiting && !p->body_done && p->err == 0 &&
-      cio_expect(&p->client, p->stage, COORD_PAYLOAD, NULL) == 0)
+  if (p->client_waiting || p->body_done || p->err != 0 || p->stage_off < p->stage_len)
+    return;
+  unsigned n = 0;
+  stripe_enc_reserve(p->enc, p->span, 2, &n);
+  size_t room = (n > 0 ? p->span[0].len : 0) + (n > 1 ? p->span[1].len : 0);
+  int rc;
+  if (room >= COORD_PAYLOAD) {
+    size_t first = p->span[0].len < COORD_PAYLOAD ? p->span[0].len : COORD_PAYLOAD;
+    rc = cio_expect_split(&p->client, p->span[0].p, first, n > 1 ? p->span[1].p : NULL,
+                          COORD_PAYLOAD - first, NULL);
+    p->direct = true;
+  } else if (direct_fits(p)) {
+    return; /* the reservation stays open; released stripes will extend it */
+  } else {
+    stripe_enc_commit(p->enc, 0);
+    rc = cio_expect(&p->client, p->stage, COORD_PAYLOAD, NULL);
+    p->direct = false;
+  }
+  if (rc == 0)
     p->client_waiting = true;
+}
+
+/* A PUT_DATA frame of len bytes has arrived: into the window (the open
+ * reservation takes them; stripes they fill are encoded) or the stage. */
+static void body_arrived(struct put *p, size_t len)
+{
+  p->received += len;
+  if (!p->direct) {
+    p->stage_len = len;
+    p->stage_off = 0;
+    EVP_DigestUpdate(p->sha_ctx, p->stage, len);
+    return;
+  }
+  size_t first = len < p->span[0].len ? len : p->span[0].len;
+  EVP_DigestUpdate(p->sha_ctx, p->span[0].p, first);
+  if (len > first)
+    EVP_DigestUpdate(p->sha_ctx, p->span[1].p, len - first);
+  stripe_enc_commit(p->enc, len); /* cannot fail: len <= the spans expected into */
+  p->direct = false;
 }
 
 static void on_client_frame(void *sess, struct cio_peer *peer, void *tag, int err,
@@ -209,11 +260,12 @@ static void on_client_frame(void *sess, struct cio_peer *peer, void *tag, int er
   Medshard__DataOp op = r ? r->op : MEDSHARD__DATA_OP__DATA_OP_UNSPECIFIED;
   if (r != NULL)
     medshard__data_request__free_unpacked(r, NULL);
+  if (op != MEDSHARD__DATA_OP__DATA_OP_PUT_DATA && p->direct) {
+    stripe_enc_commit(p->enc, 0); /* no body bytes: close the reservation */
+    p->direct = false;
+  }
   if (op == MEDSHARD__DATA_OP__DATA_OP_PUT_DATA) {
-    p->stage_len = h->payload_len;
-    p->stage_off = 0;
-    p->received += h->payload_len;
-    EVP_DigestUpdate(p->sha_ctx, p->stage, h->payload_len);
+    body_arrived(p, h->payload_len);
     if (p->j->req->has_size && p->received > p->j->req->length)
       put_fail(p, MSD_EPARAM, "the body is longer than the %" PRIu64 " bytes declared",
                p->j->req->length);
