@@ -120,7 +120,13 @@ void cio_peer_release(struct cio_peer *p);
 int cio_peer_detach(struct cio_peer *p);
 
 /* Submits what is queued and handles completions for up to timeout_ms
- * (returns after the first batch). 0 or -errno from io_uring. */
+ * (returns after the first batch, or after a cio_wake). 0 or -errno from
+ * io_uring. */
 int cio_run(struct cio *io, int timeout_ms);
+
+/* Makes the ring's current or next cio_run return: the one call that may
+ * come from another thread (a helper whose progress the worker waits for;
+ * it writes an eventfd the ring reads). Valid until cio_destroy. */
+void cio_wake(struct cio *io);
 
 #endif

@@ -9,7 +9,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -51,10 +51,14 @@ struct put {
   size_t unit;
   unsigned window;
   uint8_t oid[16], salt[32], sha[32];
-  EVP_MD_CTX *sha_ctx;
   struct stripe_enc *enc;
+  /* The stripes handed out by the encoder. Each is held until every live
+   * target has answered its APPEND and the hasher thread has digested its
+   * body bytes (those ending at body offset slot_end). */
   struct stripe *slot[STRIPE_WINDOW_MAX];
   unsigned slot_wait[STRIPE_WINDOW_MAX];
+  uint64_t slot_end[STRIPE_WINDOW_MAX];
+  bool slot_hashing[STRIPE_WINDOW_MAX];
   struct cio_peer client;
   /* The client's next frame lands straight in the window (direct: the
    * encoder's reserved spans, no copy) when two spans hold a whole frame;
@@ -152,6 +156,17 @@ static void slot_done(struct put *p, unsigned s)
   }
 }
 
+/* Lets go of the stripes whose body bytes the hasher thread has digested. */
+static void hash_progress(struct put *p)
+{
+  uint64_t done = coord_hash_done(p->w->hash);
+  for (unsigned s = 0; s < p->window; s++)
+    if (p->slot_hashing[s] && p->slot_end[s] <= done) {
+      p->slot_hashing[s] = false;
+      slot_done(p, s);
+    }
+}
+
 /* Bytes every shard holds: whole units, one per stripe. */
 static uint64_t stripe_enc_size_shard(const struct put *p)
 {
@@ -219,6 +234,8 @@ static void expect_client(struct put *p)
     return; /* the reservation stays open; released stripes will extend it */
   } else {
     stripe_enc_commit(p->enc, 0);
+    if (coord_hash_done(p->w->hash) < p->received)
+      return; /* the hasher still reads the stage; it wakes us when done */
     rc = cio_expect(&p->client, p->stage, COORD_PAYLOAD, NULL);
     p->direct = false;
   }
@@ -234,13 +251,13 @@ static void body_arrived(struct put *p, size_t len)
   if (!p->direct) {
     p->stage_len = len;
     p->stage_off = 0;
-    EVP_DigestUpdate(p->sha_ctx, p->stage, len);
+    coord_hash_push(p->w->hash, p->stage, len);
     return;
   }
   size_t first = len < p->span[0].len ? len : p->span[0].len;
-  EVP_DigestUpdate(p->sha_ctx, p->span[0].p, first);
+  coord_hash_push(p->w->hash, p->span[0].p, first);
   if (len > first)
-    EVP_DigestUpdate(p->sha_ctx, p->span[1].p, len - first);
+    coord_hash_push(p->w->hash, p->span[1].p, len - first);
   stripe_enc_commit(p->enc, len); /* cannot fail: len <= the spans expected into */
   p->direct = false;
 }
@@ -288,7 +305,9 @@ static void dispatch_stripes(struct put *p)
   while (p->err == 0 && (st = stripe_enc_next(p->enc)) != NULL) {
     unsigned s = slot_of(p, st);
     p->slot[s] = st;
-    p->slot_wait[s] = 1; /* held until the loop below has queued them all */
+    p->slot_wait[s] = 2; /* held until the loop below has queued them all, */
+    p->slot_end[s] = st->index * (uint64_t)p->k * p->unit + st->data_len;
+    p->slot_hashing[s] = true; /* ... and until hash_progress */
     for (int i = 0; i < p->n; i++) {
       XXH3_128bits_update(p->t[i].xxh, st->chunk[i], p->unit);
       if (!p->t[i].live)
@@ -373,6 +392,7 @@ static int stream(struct put *p)
       break;
     }
     check_stalls(p);
+    hash_progress(p);
     feed(p);
     if (p->body_done && !p->sealing && window_empty(p) && p->err == 0)
       start_seal(p);
@@ -453,11 +473,10 @@ static int setup(struct put *p)
     return p->err;
   }
   struct ec_codec *ec = coord_codec(p->w, p->k, p->m);
-  p->sha_ctx = EVP_MD_CTX_new();
   p->stage = msd_malloc(COORD_PAYLOAD);
-  if (ec == NULL || p->sha_ctx == NULL || p->stage == NULL || arena == NULL ||
-      stripe_enc_create_in(ec, p->unit, p->window, arena, p->window * per_stripe, &p->enc) != 0 ||
-      !EVP_DigestInit_ex(p->sha_ctx, EVP_sha256(), NULL)) {
+  coord_hash_reset(p->w->hash);
+  if (ec == NULL || p->stage == NULL || arena == NULL ||
+      stripe_enc_create_in(ec, p->unit, p->window, arena, p->window * per_stripe, &p->enc) != 0) {
     put_fail(p, -ENOMEM, "out of memory for a PUT's window");
     return p->err;
   }
@@ -634,11 +653,11 @@ static void finish(struct put *p, Medshard__Manifest *stored)
   }
   if (stored != NULL)
     medshard__manifest__free_unpacked(stored, NULL);
+  coord_hash_cancel(p->w->hash); /* before the stage and the arena go */
   for (unsigned s = 0; s < p->window; s++)
     if (p->slot[s] != NULL)
       stripe_enc_release(p->enc, p->slot[s]);
   stripe_enc_destroy(p->enc);
-  EVP_MD_CTX_free(p->sha_ctx);
   msd_free(p->stage);
 }
 
@@ -659,8 +678,7 @@ void coord_put(struct coord_worker *w, struct coord_job *j)
       strlen(p->key) > 1024)
     put_fail(p, MSD_EPARAM, "a PUT needs a bucket and a key of 1-1024 bytes");
   if (p->err == 0 && setup(p) == 0 && stream(p) == 0) {
-    unsigned u = 0;
-    EVP_DigestFinal_ex(p->sha_ctx, p->sha, &u);
+    coord_hash_final(p->w->hash, p->sha); /* done: every stripe waited for it */
     for (int i = 0; i < p->n; i++)
       if (!p->t[i].sealed)
         msd_log(MSD_LOG_WARN, "coordinator: %s/%s stored with shard %d as a hole (repair it)",
