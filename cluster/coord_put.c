@@ -449,37 +449,9 @@ static size_t pick_unit(const Medshard__DataRequest *req, uint32_t k, uint32_t b
   return u < unit ? (size_t)u : unit;
 }
 
-static int setup(struct put *p)
+/* Places the object and connects to its k+m targets. */
+static int open_targets(struct put *p)
 {
-  uint32_t k = 0, m = 0, bunit = 0;
-  if (bucket_policy(p, &k, &m, &bunit) != 0)
-    return p->err;
-  p->k = (int)k, p->m = (int)m, p->n = (int)(k + m);
-  p->unit = pick_unit(p->j->req, k, bunit);
-  if (p->unit > COORD_PAYLOAD) {
-    put_fail(p, MSD_EUNIT, "bucket %s's unit of %zu bytes is over the %u-byte frame bound",
-             p->bucket, p->unit, COORD_PAYLOAD);
-    return p->err;
-  }
-  size_t per_stripe = (size_t)p->n * p->unit;
-  uint64_t width = (uint64_t)p->k * p->unit;
-  p->window = coord_window(per_stripe, p->j->req->has_size
-                                           ? (p->j->req->length + width - 1) / width
-                                           : UINT64_MAX);
-  uint8_t *arena = coord_arena(p->w, p->window * per_stripe);
-  if (getrandom(p->oid, sizeof p->oid, 0) != sizeof p->oid ||
-      getrandom(p->salt, sizeof p->salt, 0) != sizeof p->salt) {
-    put_fail(p, -EIO, "no randomness for the object id"); /* UNTESTED */
-    return p->err;
-  }
-  struct ec_codec *ec = coord_codec(p->w, p->k, p->m);
-  p->stage = msd_malloc(COORD_PAYLOAD);
-  coord_hash_reset(p->w->hash);
-  if (ec == NULL || p->stage == NULL || arena == NULL ||
-      stripe_enc_create_in(ec, p->unit, p->window, arena, p->window * per_stripe, &p->enc) != 0) {
-    put_fail(p, -ENOMEM, "out of memory for a PUT's window");
-    return p->err;
-  }
   uint32_t nodes[EC_N_MAX];
   int rc = coord_place(p->w, p->k, p->m, p->oid, nodes);
   if (rc != 0) {
@@ -513,6 +485,40 @@ static int setup(struct put *p)
     if (open_rc[i] != 0)
       target_lost(p, i, msd_strerror(open_rc[i]));
   return p->err;
+}
+
+static int setup(struct put *p)
+{
+  uint32_t k = 0, m = 0, bunit = 0;
+  if (bucket_policy(p, &k, &m, &bunit) != 0)
+    return p->err;
+  p->k = (int)k, p->m = (int)m, p->n = (int)(k + m);
+  p->unit = pick_unit(p->j->req, k, bunit);
+  if (p->unit > COORD_PAYLOAD) {
+    put_fail(p, MSD_EUNIT, "bucket %s's unit of %zu bytes is over the %u-byte frame bound",
+             p->bucket, p->unit, COORD_PAYLOAD);
+    return p->err;
+  }
+  size_t per_stripe = (size_t)p->n * p->unit;
+  uint64_t width = (uint64_t)p->k * p->unit;
+  p->window = coord_window(per_stripe, p->j->req->has_size
+                                           ? (p->j->req->length + width - 1) / width
+                                           : UINT64_MAX);
+  uint8_t *arena = coord_arena(p->w, p->window * per_stripe);
+  if (getrandom(p->oid, sizeof p->oid, 0) != sizeof p->oid ||
+      getrandom(p->salt, sizeof p->salt, 0) != sizeof p->salt) {
+    put_fail(p, -EIO, "no randomness for the object id"); /* UNTESTED */
+    return p->err;
+  }
+  struct ec_codec *ec = coord_codec(p->w, p->k, p->m);
+  p->stage = msd_malloc(COORD_PAYLOAD);
+  coord_hash_reset(p->w->hash);
+  if (ec == NULL || p->stage == NULL || arena == NULL ||
+      stripe_enc_create_in(ec, p->unit, p->window, arena, p->window * per_stripe, &p->enc) != 0) {
+    put_fail(p, -ENOMEM, "out of memory for a PUT's window");
+    return p->err;
+  }
+  return open_targets(p);
 }
 
 /* ---- commit ---- */
