@@ -6,6 +6,7 @@
 #include <liburing.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,6 +28,11 @@ struct cio {
   unsigned npool;
   struct cio_peer *dead[64]; /* failed with nothing in flight: flush next run */
   unsigned ndead;
+  /* cio_wake: another thread writes the eventfd; a read of it stays armed
+   * in the ring (its user_data is &wake_val, which no peer can be). */
+  int wake_fd;
+  bool wake_armed;
+  uint64_t wake_val;
 };
 
 /* user_data: the peer's address with the low bit saying which side. */
@@ -50,8 +56,37 @@ int cio_create(struct cio **out)
     msd_free(io);
     return rc;
   }
+  /* Blocking, so the ring's read waits for a write (a non-blocking one
+   * would complete at once with -EAGAIN). */
+  io->wake_fd = eventfd(0, EFD_CLOEXEC);
+  if (io->wake_fd < 0) {
+    rc = -errno;
+    io_uring_queue_exit(&io->ring);
+    msd_free(io);
+    return rc;
+  }
   *out = io;
   return 0;
+}
+
+void cio_wake(struct cio *io)
+{
+  uint64_t one = 1;
+  /* Cannot fail short of a counter overflow (2^64 - 1 wakes). */
+  ssize_t n = write(io->wake_fd, &one, sizeof one);
+  (void)n;
+}
+
+static struct io_uring_sqe *sqe_for(struct cio *io);
+
+static void arm_wake(struct cio *io)
+{
+  if (io->wake_armed)
+    return;
+  struct io_uring_sqe *sqe = sqe_for(io);
+  io_uring_prep_read(sqe, io->wake_fd, &io->wake_val, sizeof io->wake_val, 0);
+  io_uring_sqe_set_data(sqe, &io->wake_val);
+  io->wake_armed = true;
 }
 
 void cio_destroy(struct cio *io)
@@ -60,7 +95,8 @@ void cio_destroy(struct cio *io)
     return;
   for (unsigned i = 0; i < io->npool; i++)
     close(io->pool[i].fd);
-  io_uring_queue_exit(&io->ring);
+  io_uring_queue_exit(&io->ring); /* ends the wake read still armed */
+  close(io->wake_fd);
   msd_free(io);
 }
 
@@ -209,22 +245,33 @@ static void on_send(struct cio_peer *p, int res)
 
 /* ---- receiving ---- */
 
+/* Where the next received bytes of the current part go, and how many. */
+static uint8_t *rx_room(struct cio_peer *p, size_t *len)
+{
+  if (p->rx_part == 0) {
+    *len = WIRE_HEADER_BYTES - p->have;
+    return p->rx_hdr + p->have;
+  }
+  if (p->rx_part == 1) {
+    *len = p->h.msg_len - p->have;
+    return p->msg + p->have;
+  }
+  const struct cio_in *in = &p->in[p->in_head];
+  size_t first = in->cap < p->h.payload_len ? in->cap : p->h.payload_len;
+  if (p->have < first) { /* a recv never crosses into dst2: it is not adjacent */
+    *len = first - p->have;
+    return in->dst + p->have;
+  }
+  *len = p->h.payload_len - p->have;
+  return in->dst2 + (p->have - first);
+}
+
 static void arm_recv(struct cio_peer *p)
 {
-  uint8_t *into;
-  size_t want;
-  if (p->rx_part == 0) {
-    into = p->rx_hdr;
-    want = WIRE_HEADER_BYTES;
-  } else if (p->rx_part == 1) {
-    into = p->msg;
-    want = p->h.msg_len;
-  } else {
-    into = p->in[p->in_head].dst;
-    want = p->h.payload_len;
-  }
+  size_t len;
+  uint8_t *into = rx_room(p, &len);
   struct io_uring_sqe *sqe = sqe_for(p->io);
-  io_uring_prep_recv(sqe, p->fd, into + p->have, want - p->have, 0);
+  io_uring_prep_recv(sqe, p->fd, into, len, 0);
   io_uring_sqe_set_data(sqe, p);
   p->rx_armed = true;
   p->inflight++;
@@ -232,11 +279,17 @@ static void arm_recv(struct cio_peer *p)
 
 int cio_expect(struct cio_peer *p, uint8_t *dst, size_t cap, void *tag)
 {
+  return cio_expect_split(p, dst, cap, NULL, 0, tag);
+}
+
+int cio_expect_split(struct cio_peer *p, uint8_t *dst, size_t cap, uint8_t *dst2, size_t cap2,
+                     void *tag)
+{
   if (p->dead)
     return MSD_ESTATE;
   if (p->in_n == CIO_QUEUE)
     return MSD_EWINDOW;
-  p->in[(p->in_head + p->in_n) % CIO_QUEUE] = (struct cio_in){dst, cap, tag};
+  p->in[(p->in_head + p->in_n) % CIO_QUEUE] = (struct cio_in){dst, dst2, cap, cap2, tag};
   p->in_n++;
   if (!p->rx_armed) {
     p->rx_part = 0;
@@ -257,7 +310,8 @@ static void rx_part_done(struct cio_peer *p)
   p->have = 0;
   if (p->rx_part == 0) {
     const char *why = NULL;
-    int rc = wire_decode(p->rx_hdr, (uint32_t)p->in[p->in_head].cap, &p->h, &why);
+    const struct cio_in *in = &p->in[p->in_head];
+    int rc = wire_decode(p->rx_hdr, (uint32_t)(in->cap + in->cap2), &p->h, &why);
     if (rc == 0 && p->h.kind != p->rx_kind)
       why = "a frame of the wrong kind", rc = MSD_EFRAME;
     if (rc != 0) {
@@ -349,6 +403,7 @@ static void flush_all_dead(struct cio *io)
 int cio_run(struct cio *io, int timeout_ms)
 {
   flush_all_dead(io);
+  arm_wake(io);
   struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000,
                                  .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
   struct io_uring_cqe *cqe;
@@ -363,6 +418,13 @@ int cio_run(struct cio *io, int timeout_ms)
       break;
     uintptr_t ud = (uintptr_t)io_uring_cqe_get_data(cqe);
     if (ud == 0) { /* a cancel request's own completion */
+      skipped++;
+      continue;
+    }
+    if (ud == (uintptr_t)&io->wake_val) { /* woken: the read is re-armed next run */
+      io->wake_armed = cqe->res < 0 && cqe->res != -EINTR; /* else it would spin */
+      if (io->wake_armed) /* UNTESTED: an eventfd read does not fail */
+        msd_log(MSD_LOG_ERROR, "coordinator: its wake-up read failed: %s", strerror(-cqe->res));
       skipped++;
       continue;
     }

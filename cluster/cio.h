@@ -40,8 +40,8 @@ struct cio_out {
 };
 
 struct cio_in {
-  uint8_t *dst;
-  size_t cap;
+  uint8_t *dst, *dst2; /* the payload's first cap bytes, then up to cap2 more */
+  size_t cap, cap2;
   void *tag;
 };
 
@@ -96,6 +96,11 @@ int cio_send(struct cio_peer *p, uint8_t kind, uint64_t *id, const uint8_t *msg,
 /* Expects the next frame, payload (<= cap bytes) into dst. MSD_EWINDOW or
  * MSD_ESTATE as for cio_send. */
 int cio_expect(struct cio_peer *p, uint8_t *dst, size_t cap, void *tag);
+/* The same, the payload split: its first cap bytes into dst, the rest (up
+ * to cap2) into dst2, so a caller can receive straight into two buffers
+ * that are not adjacent (the end of one stripe, the start of the next). */
+int cio_expect_split(struct cio_peer *p, uint8_t *dst, size_t cap, uint8_t *dst2, size_t cap2,
+                     void *tag);
 /* Frames queued or expected and not yet done. */
 unsigned cio_pending(const struct cio_peer *p);
 
@@ -115,7 +120,13 @@ void cio_peer_release(struct cio_peer *p);
 int cio_peer_detach(struct cio_peer *p);
 
 /* Submits what is queued and handles completions for up to timeout_ms
- * (returns after the first batch). 0 or -errno from io_uring. */
+ * (returns after the first batch, or after a cio_wake). 0 or -errno from
+ * io_uring. */
 int cio_run(struct cio *io, int timeout_ms);
+
+/* Makes the ring's current or next cio_run return: the one call that may
+ * come from another thread (a helper whose progress the worker waits for;
+ * it writes an eventfd the ring reads). Valid until cio_destroy. */
+void cio_wake(struct cio *io);
 
 #endif

@@ -225,6 +225,11 @@ static void *worker_main(void *arg)
   if (rc != 0)
     msd_log(MSD_LOG_ERROR, "coordinator: worker %u has no io_uring: %s", w->index,
             msd_strerror(rc));
+  /* Started (and joined, below) by the worker itself, so it lives exactly
+   * as long as the worker's loop, whichever way that ends. */
+  if (rc == 0 && (rc = coord_hash_start(w->io, &w->hash)) != 0)
+    msd_log(MSD_LOG_ERROR, "coordinator: worker %u has no hasher thread: %s", w->index,
+            msd_strerror(rc));
   for (;;) {
     pthread_mutex_lock(&c->mu);
     while (c->n == 0 && !c->stopping)
@@ -238,13 +243,15 @@ static void *worker_main(void *arg)
     c->n--;
     bool stopping = c->stopping;
     pthread_mutex_unlock(&c->mu);
-    if (w->io == NULL || stopping) {
+    if (w->hash == NULL || stopping) { /* UNTESTED without io_uring or threads */
       coord_refuse(j.fd, j.id, MSD_EUNAVAILABLE, "node %u is shutting down", c->o.node_id);
       medshard__data_request__free_unpacked(j.req, NULL);
       continue;
     }
     serve(w, &j);
   }
+  coord_hash_stop(w->hash);
+  w->hash = NULL;
   return NULL;
 }
 

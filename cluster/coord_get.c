@@ -9,7 +9,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +35,7 @@ struct gslot {
   uint8_t st[EC_N_MAX];
   unsigned pending;    /* shard reads not yet answered */
   unsigned sending;    /* client frames not yet sent */
+  uint64_t hash_end;   /* a whole read: its bytes end here in the hasher's count */
   uint8_t *data;       /* k units: the stripe's object bytes in order */
   uint8_t *parity;     /* m units */
 };
@@ -60,7 +61,7 @@ struct get {
   struct gslot slot[STRIPE_WINDOW_MAX];
   struct gtarget t[EC_N_MAX];
   struct cio_peer client;
-  EVP_MD_CTX *sha;
+  uint64_t hashing;    /* bytes queued to the worker's hasher (a whole read) */
   bool final_sent, done;
   int err;
   char msg[600];
@@ -313,8 +314,11 @@ static void emit(struct get *g)
       uint64_t width = (uint64_t)g->k * g->unit, beg = s->stripe * width;
       uint64_t a = g->off > beg ? g->off - beg : 0;
       uint64_t b = (g->off + g->len < beg + width ? g->off + g->len : beg + width) - beg;
-      if (g->whole)
-        EVP_DigestUpdate(g->sha, s->data + a, b - a);
+      if (g->whole) { /* hashed by the worker's hasher while it is sent */
+        coord_hash_push(g->w->hash, s->data + a, b - a);
+        g->hashing += b - a;
+        s->hash_end = g->hashing;
+      }
       for (uint64_t o = a; o < b && g->err == 0; o += COORD_PAYLOAD) {
         size_t n = b - o < COORD_PAYLOAD ? (size_t)(b - o) : COORD_PAYLOAD;
         Medshard__DataResponse r = MEDSHARD__DATA_RESPONSE__INIT;
@@ -326,8 +330,8 @@ static void emit(struct get *g)
       }
       s->emitted = true;
     }
-    if (s->sending > 0 || s->pending > 0)
-      return; /* its buffers are still in use */
+    if (s->sending > 0 || s->pending > 0 || coord_hash_done(g->w->hash) < s->hash_end)
+      return; /* its buffers are still in use (the hasher wakes us) */
     s->used = false;
     g->next_out++;
   }
@@ -378,8 +382,7 @@ static void send_final(struct get *g)
   r.offset = g->off + g->len;
   if (g->err == 0 && g->whole) {
     uint8_t sha[32];
-    unsigned n = 0;
-    EVP_DigestFinal_ex(g->sha, sha, &n);
+    coord_hash_final(g->w->hash, sha); /* no wait: every slot waited for it */
     if (g->mf->sha256.len != 32 || memcmp(sha, g->mf->sha256.data, 32) != 0) {
       get_fail(g, MSD_ECHECKSUM, "%s/%s: the bytes read do not match the SHA-256 anchored for "
                "them: the object is corrupt", g->bucket, g->key);
@@ -482,9 +485,7 @@ static int setup(struct get *g)
   uint8_t *arena = coord_arena(g->w, g->window * per);
   if (arena == NULL)
     get_fail(g, -ENOMEM, "out of memory for a GET's window"); /* UNTESTED */
-  g->sha = EVP_MD_CTX_new();
-  if (g->sha == NULL || !EVP_DigestInit_ex(g->sha, EVP_sha256(), NULL))
-    get_fail(g, -ENOMEM, "out of memory"); /* UNTESTED */
+  coord_hash_reset(g->w->hash);
   for (unsigned s = 0; s < g->window && g->err == 0; s++) {
     g->slot[s].data = arena + s * per;
     g->slot[s].parity = g->slot[s].data + (size_t)g->k * g->unit;
@@ -517,7 +518,7 @@ static void finish(struct get *g)
   msd_free(g->client.msg);
   if (fd >= 0)
     close(fd);
-  EVP_MD_CTX_free(g->sha);
+  coord_hash_cancel(g->w->hash); /* before the arena is reused */
   if (g->mf != NULL)
     medshard__manifest__free_unpacked(g->mf, NULL);
 }

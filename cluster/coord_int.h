@@ -19,11 +19,14 @@
 #define COORD_CONNECT_MS 1000
 #define COORD_CACHE 8
 
+struct coord_hash;
+
 struct coord_worker {
   struct coord *c;
   unsigned index;
   pthread_t thread;
   struct cio *io;
+  struct coord_hash *hash; /* the worker's SHA-256 thread (coord_hash.c) */
   Medshard__CtlResponse *map; /* GET_NODES answer, refreshed every 2 s */
   int64_t map_ms;
   struct { int k, m; struct place_map *pm; } place[COORD_CACHE];
@@ -77,6 +80,32 @@ int coord_respond(int fd, uint64_t id, Medshard__DataResponse *r);
  * reads the answer, not a reset) and closed. */
 void coord_refuse(int fd, uint64_t id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* ---- coord_hash.c: a SHA-256 thread per worker ----
+ * The worker queues a request's bytes in order and goes on with its
+ * stripes; the thread digests them. A queued span is borrowed: it must stay
+ * unchanged until coord_hash_done has passed its end (or until
+ * coord_hash_cancel returns). Every function is for the worker's thread. */
+
+/* Starts the thread; `wake` is the worker's ring, woken (cio_wake) after
+ * every span digested. *out is the caller's until coord_hash_stop.
+ * 0, -ENOMEM or -errno from pthread_create. */
+int coord_hash_start(struct cio *wake, struct coord_hash **out);
+/* Stops and joins the thread (queued spans are dropped) and frees it. */
+void coord_hash_stop(struct coord_hash *h);
+/* A new digest (waits for the previous request's spans, if any). */
+void coord_hash_reset(struct coord_hash *h);
+/* Queues len bytes at p, the request's next; may wait (without spinning)
+ * while 64 spans are queued. */
+void coord_hash_push(struct coord_hash *h, const uint8_t *p, size_t len);
+/* Bytes digested since the reset: every span ending at or before this
+ * offset of the request's bytes may be reused. */
+uint64_t coord_hash_done(struct coord_hash *h);
+/* Waits for every queued span, then writes the SHA-256 of all of them. */
+void coord_hash_final(struct coord_hash *h, uint8_t out[32]);
+/* Drops the queued spans and waits for the one in hand (a failed request,
+ * before its memory is reused); the digest is then garbage until reset. */
+void coord_hash_cancel(struct coord_hash *h);
 
 void coord_put(struct coord_worker *w, struct coord_job *j);
 void coord_get(struct coord_worker *w, struct coord_job *j);

@@ -9,7 +9,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -51,11 +51,21 @@ struct put {
   size_t unit;
   unsigned window;
   uint8_t oid[16], salt[32], sha[32];
-  EVP_MD_CTX *sha_ctx;
   struct stripe_enc *enc;
+  /* The stripes handed out by the encoder. Each is held until every live
+   * target has answered its APPEND and the hasher thread has digested its
+   * body bytes (those ending at body offset slot_end). */
   struct stripe *slot[STRIPE_WINDOW_MAX];
   unsigned slot_wait[STRIPE_WINDOW_MAX];
+  uint64_t slot_end[STRIPE_WINDOW_MAX];
+  bool slot_hashing[STRIPE_WINDOW_MAX];
   struct cio_peer client;
+  /* The client's next frame lands straight in the window (direct: the
+   * encoder's reserved spans, no copy) when two spans hold a whole frame;
+   * else, with stripes narrower than a frame, in the stage buffer, copied
+   * from there into the encoder. */
+  bool direct;
+  struct stripe_span span[2];
   uint8_t *stage;
   size_t stage_len, stage_off;
   bool client_waiting, body_done, sealing;
@@ -146,6 +156,17 @@ static void slot_done(struct put *p, unsigned s)
   }
 }
 
+/* Lets go of the stripes whose body bytes the hasher thread has digested. */
+static void hash_progress(struct put *p)
+{
+  uint64_t done = coord_hash_done(p->w->hash);
+  for (unsigned s = 0; s < p->window; s++)
+    if (p->slot_hashing[s] && p->slot_end[s] <= done) {
+      p->slot_hashing[s] = false;
+      slot_done(p, s);
+    }
+}
+
 /* Bytes every shard holds: whole units, one per stripe. */
 static uint64_t stripe_enc_size_shard(const struct put *p)
 {
@@ -187,11 +208,58 @@ static void on_sent(void *sess, struct cio_peer *peer, void *tag, int err)
   (void)sess, (void)peer, (void)tag, (void)err; /* responses tell us all */
 }
 
+/* Whether a frame can always go straight into the window once stripes
+ * are released: a whole stripe plus the rest of the filling one hold it. */
+static bool direct_fits(const struct put *p)
+{
+  return (size_t)p->k * p->unit >= COORD_PAYLOAD && p->window >= 2;
+}
+
+/* Asks for the client's next frame, if there is room for one: the window
+ * is the backpressure (a full one reads nothing until a target answers). */
 static void expect_client(struct put *p)
 {
-  if (!p->client_waiting && !p->body_done && p->err == 0 &&
-      cio_expect(&p->client, p->stage, COORD_PAYLOAD, NULL) == 0)
+  if (p->client_waiting || p->body_done || p->err != 0 || p->stage_off < p->stage_len)
+    return;
+  unsigned n = 0;
+  stripe_enc_reserve(p->enc, p->span, 2, &n);
+  size_t room = (n > 0 ? p->span[0].len : 0) + (n > 1 ? p->span[1].len : 0);
+  int rc;
+  if (room >= COORD_PAYLOAD) {
+    size_t first = p->span[0].len < COORD_PAYLOAD ? p->span[0].len : COORD_PAYLOAD;
+    rc = cio_expect_split(&p->client, p->span[0].p, first, n > 1 ? p->span[1].p : NULL,
+                          COORD_PAYLOAD - first, NULL);
+    p->direct = true;
+  } else if (direct_fits(p)) {
+    return; /* the reservation stays open; released stripes will extend it */
+  } else {
+    stripe_enc_commit(p->enc, 0);
+    if (coord_hash_done(p->w->hash) < p->received)
+      return; /* the hasher still reads the stage; it wakes us when done */
+    rc = cio_expect(&p->client, p->stage, COORD_PAYLOAD, NULL);
+    p->direct = false;
+  }
+  if (rc == 0)
     p->client_waiting = true;
+}
+
+/* A PUT_DATA frame of len bytes has arrived: into the window (the open
+ * reservation takes them; stripes they fill are encoded) or the stage. */
+static void body_arrived(struct put *p, size_t len)
+{
+  p->received += len;
+  if (!p->direct) {
+    p->stage_len = len;
+    p->stage_off = 0;
+    coord_hash_push(p->w->hash, p->stage, len);
+    return;
+  }
+  size_t first = len < p->span[0].len ? len : p->span[0].len;
+  coord_hash_push(p->w->hash, p->span[0].p, first);
+  if (len > first)
+    coord_hash_push(p->w->hash, p->span[1].p, len - first);
+  stripe_enc_commit(p->enc, len); /* cannot fail: len <= the spans expected into */
+  p->direct = false;
 }
 
 static void on_client_frame(void *sess, struct cio_peer *peer, void *tag, int err,
@@ -209,11 +277,12 @@ static void on_client_frame(void *sess, struct cio_peer *peer, void *tag, int er
   Medshard__DataOp op = r ? r->op : MEDSHARD__DATA_OP__DATA_OP_UNSPECIFIED;
   if (r != NULL)
     medshard__data_request__free_unpacked(r, NULL);
+  if (op != MEDSHARD__DATA_OP__DATA_OP_PUT_DATA && p->direct) {
+    stripe_enc_commit(p->enc, 0); /* no body bytes: close the reservation */
+    p->direct = false;
+  }
   if (op == MEDSHARD__DATA_OP__DATA_OP_PUT_DATA) {
-    p->stage_len = h->payload_len;
-    p->stage_off = 0;
-    p->received += h->payload_len;
-    EVP_DigestUpdate(p->sha_ctx, p->stage, h->payload_len);
+    body_arrived(p, h->payload_len);
     if (p->j->req->has_size && p->received > p->j->req->length)
       put_fail(p, MSD_EPARAM, "the body is longer than the %" PRIu64 " bytes declared",
                p->j->req->length);
@@ -236,7 +305,9 @@ static void dispatch_stripes(struct put *p)
   while (p->err == 0 && (st = stripe_enc_next(p->enc)) != NULL) {
     unsigned s = slot_of(p, st);
     p->slot[s] = st;
-    p->slot_wait[s] = 1; /* held until the loop below has queued them all */
+    p->slot_wait[s] = 2; /* held until the loop below has queued them all, */
+    p->slot_end[s] = st->index * (uint64_t)p->k * p->unit + st->data_len;
+    p->slot_hashing[s] = true; /* ... and until hash_progress */
     for (int i = 0; i < p->n; i++) {
       XXH3_128bits_update(p->t[i].xxh, st->chunk[i], p->unit);
       if (!p->t[i].live)
@@ -321,6 +392,7 @@ static int stream(struct put *p)
       break;
     }
     check_stalls(p);
+    hash_progress(p);
     feed(p);
     if (p->body_done && !p->sealing && window_empty(p) && p->err == 0)
       start_seal(p);
@@ -377,38 +449,9 @@ static size_t pick_unit(const Medshard__DataRequest *req, uint32_t k, uint32_t b
   return u < unit ? (size_t)u : unit;
 }
 
-static int setup(struct put *p)
+/* Places the object and connects to its k+m targets. */
+static int open_targets(struct put *p)
 {
-  uint32_t k = 0, m = 0, bunit = 0;
-  if (bucket_policy(p, &k, &m, &bunit) != 0)
-    return p->err;
-  p->k = (int)k, p->m = (int)m, p->n = (int)(k + m);
-  p->unit = pick_unit(p->j->req, k, bunit);
-  if (p->unit > COORD_PAYLOAD) {
-    put_fail(p, MSD_EUNIT, "bucket %s's unit of %zu bytes is over the %u-byte frame bound",
-             p->bucket, p->unit, COORD_PAYLOAD);
-    return p->err;
-  }
-  size_t per_stripe = (size_t)p->n * p->unit;
-  uint64_t width = (uint64_t)p->k * p->unit;
-  p->window = coord_window(per_stripe, p->j->req->has_size
-                                           ? (p->j->req->length + width - 1) / width
-                                           : UINT64_MAX);
-  uint8_t *arena = coord_arena(p->w, p->window * per_stripe);
-  if (getrandom(p->oid, sizeof p->oid, 0) != sizeof p->oid ||
-      getrandom(p->salt, sizeof p->salt, 0) != sizeof p->salt) {
-    put_fail(p, -EIO, "no randomness for the object id"); /* UNTESTED */
-    return p->err;
-  }
-  struct ec_codec *ec = coord_codec(p->w, p->k, p->m);
-  p->sha_ctx = EVP_MD_CTX_new();
-  p->stage = msd_malloc(COORD_PAYLOAD);
-  if (ec == NULL || p->sha_ctx == NULL || p->stage == NULL || arena == NULL ||
-      stripe_enc_create_in(ec, p->unit, p->window, arena, p->window * per_stripe, &p->enc) != 0 ||
-      !EVP_DigestInit_ex(p->sha_ctx, EVP_sha256(), NULL)) {
-    put_fail(p, -ENOMEM, "out of memory for a PUT's window");
-    return p->err;
-  }
   uint32_t nodes[EC_N_MAX];
   int rc = coord_place(p->w, p->k, p->m, p->oid, nodes);
   if (rc != 0) {
@@ -442,6 +485,40 @@ static int setup(struct put *p)
     if (open_rc[i] != 0)
       target_lost(p, i, msd_strerror(open_rc[i]));
   return p->err;
+}
+
+static int setup(struct put *p)
+{
+  uint32_t k = 0, m = 0, bunit = 0;
+  if (bucket_policy(p, &k, &m, &bunit) != 0)
+    return p->err;
+  p->k = (int)k, p->m = (int)m, p->n = (int)(k + m);
+  p->unit = pick_unit(p->j->req, k, bunit);
+  if (p->unit > COORD_PAYLOAD) {
+    put_fail(p, MSD_EUNIT, "bucket %s's unit of %zu bytes is over the %u-byte frame bound",
+             p->bucket, p->unit, COORD_PAYLOAD);
+    return p->err;
+  }
+  size_t per_stripe = (size_t)p->n * p->unit;
+  uint64_t width = (uint64_t)p->k * p->unit;
+  p->window = coord_window(per_stripe, p->j->req->has_size
+                                           ? (p->j->req->length + width - 1) / width
+                                           : UINT64_MAX);
+  uint8_t *arena = coord_arena(p->w, p->window * per_stripe);
+  if (getrandom(p->oid, sizeof p->oid, 0) != sizeof p->oid ||
+      getrandom(p->salt, sizeof p->salt, 0) != sizeof p->salt) {
+    put_fail(p, -EIO, "no randomness for the object id"); /* UNTESTED */
+    return p->err;
+  }
+  struct ec_codec *ec = coord_codec(p->w, p->k, p->m);
+  p->stage = msd_malloc(COORD_PAYLOAD);
+  coord_hash_reset(p->w->hash);
+  if (ec == NULL || p->stage == NULL || arena == NULL ||
+      stripe_enc_create_in(ec, p->unit, p->window, arena, p->window * per_stripe, &p->enc) != 0) {
+    put_fail(p, -ENOMEM, "out of memory for a PUT's window");
+    return p->err;
+  }
+  return open_targets(p);
 }
 
 /* ---- commit ---- */
@@ -582,11 +659,11 @@ static void finish(struct put *p, Medshard__Manifest *stored)
   }
   if (stored != NULL)
     medshard__manifest__free_unpacked(stored, NULL);
+  coord_hash_cancel(p->w->hash); /* before the stage and the arena go */
   for (unsigned s = 0; s < p->window; s++)
     if (p->slot[s] != NULL)
       stripe_enc_release(p->enc, p->slot[s]);
   stripe_enc_destroy(p->enc);
-  EVP_MD_CTX_free(p->sha_ctx);
   msd_free(p->stage);
 }
 
@@ -607,8 +684,7 @@ void coord_put(struct coord_worker *w, struct coord_job *j)
       strlen(p->key) > 1024)
     put_fail(p, MSD_EPARAM, "a PUT needs a bucket and a key of 1-1024 bytes");
   if (p->err == 0 && setup(p) == 0 && stream(p) == 0) {
-    unsigned u = 0;
-    EVP_DigestFinal_ex(p->sha_ctx, p->sha, &u);
+    coord_hash_final(p->w->hash, p->sha); /* done: every stripe waited for it */
     for (int i = 0; i < p->n; i++)
       if (!p->t[i].sealed)
         msd_log(MSD_LOG_WARN, "coordinator: %s/%s stored with shard %d as a hole (repair it)",

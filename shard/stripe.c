@@ -1,5 +1,7 @@
 /* Streaming striper and destriper (see stripe.h). The encoder owns `window`
- * stripe buffers; each cycles FREE -> FILLING -> READY -> TAKEN -> FREE. */
+ * stripe buffers; each cycles FREE -> FILLING -> READY -> TAKEN -> FREE, or
+ * FREE -> RESERVED -> FILLING when a caller reserves several stripes ahead
+ * to receive bytes into them (stripe_enc_reserve). */
 #include "shard/stripe.h"
 
 #include <errno.h>
@@ -8,7 +10,7 @@
 #include "common/alloc.h"
 #include "common/err.h"
 
-enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_TAKEN };
+enum slot_state { SLOT_FREE, SLOT_FILLING, SLOT_READY, SLOT_TAKEN, SLOT_RESERVED };
 
 struct stripe_slot {
   struct stripe st;     /* first: stripe_enc_release maps back by cast */
@@ -27,6 +29,10 @@ struct stripe_enc {
   struct stripe_slot *filling;
   size_t fill;          /* bytes in the filling stripe */
   bool borrowed;        /* slot buffers are the caller's (stripe_enc_create_in) */
+  bool reserving;       /* a reservation is open (stripe_enc_reserve) */
+  /* RESERVED slots, in the order they follow the filling one. */
+  struct stripe_slot **reserved;
+  unsigned nreserved;
   /* READY stripes in index order, a ring of `window` entries. */
   struct stripe_slot **ready;
   unsigned ready_head, ready_count;
@@ -100,7 +106,8 @@ static int enc_create(struct ec_codec *codec, size_t unit, unsigned window, uint
   s->window = window;
   s->borrowed = mem != NULL;
   s->ready = msd_calloc(window, sizeof *s->ready);
-  if (s->ready == NULL)
+  s->reserved = msd_calloc(window, sizeof *s->reserved);
+  if (s->ready == NULL || s->reserved == NULL)
     goto fail;
   for (unsigned i = 0; i < window; i++) {
     s->slots[i].buf = mem ? mem + (size_t)i * bytes : msd_aligned_alloc(64, bytes);
@@ -136,6 +143,7 @@ void stripe_enc_destroy(struct stripe_enc *s)
   for (unsigned i = 0; i < s->window && !s->borrowed; i++)
     msd_free(s->slots[i].buf);
   msd_free(s->ready);
+  msd_free(s->reserved);
   msd_free(s);
 }
 
@@ -157,6 +165,8 @@ int stripe_enc_reset(struct stripe_enc *s)
   s->size = s->next_index = 0;
   s->filling = NULL;
   s->fill = 0;
+  s->reserving = false;
+  s->nreserved = 0;
   s->ready_head = s->ready_count = 0;
   return 0;
 }
@@ -193,7 +203,7 @@ int stripe_enc_write(struct stripe_enc *s, const void *buf, size_t len, unsigned
   if (s == NULL || consumed == NULL || (buf == NULL && len > 0) || (flags & ~STRIPE_BORROW))
     return MSD_EPARAM;
   *consumed = 0;
-  if (s->finished)
+  if (s->finished || s->reserving)
     return MSD_ESTATE;
 
   const unsigned char *p = buf;
@@ -228,11 +238,96 @@ int stripe_enc_write(struct stripe_enc *s, const void *buf, size_t len, unsigned
   return 0;
 }
 
+/* A free slot, pointed at its own buffer and marked `state`; NULL if none. */
+static struct stripe_slot *slot_claim(struct stripe_enc *s, enum slot_state state)
+{
+  struct stripe_slot *slot = slot_take_free(s);
+  if (slot != NULL) {
+    slot_point_own(s, slot);
+    slot->state = state;
+  }
+  return slot;
+}
+
+int stripe_enc_reserve(struct stripe_enc *s, struct stripe_span *out, unsigned max, unsigned *n)
+{
+  if (s == NULL || n == NULL || (out == NULL && max > 0))
+    return MSD_EPARAM;
+  *n = 0;
+  if (s->finished)
+    return MSD_ESTATE;
+  s->reserving = true;
+  size_t sw = (size_t)s->k * s->unit;
+  if (max == 0)
+    return 0;
+  if (s->filling == NULL) {
+    if ((s->filling = slot_claim(s, SLOT_FILLING)) == NULL)
+      return 0;
+    s->fill = 0;
+  }
+  out[(*n)++] = (struct stripe_span){s->filling->buf + s->fill, sw - s->fill};
+  for (unsigned i = 0; *n < max; i++) {
+    if (i == s->nreserved) {
+      struct stripe_slot *slot = slot_claim(s, SLOT_RESERVED);
+      if (slot == NULL)
+        break;
+      s->reserved[s->nreserved++] = slot;
+    }
+    out[(*n)++] = (struct stripe_span){s->reserved[i]->buf, sw};
+  }
+  return 0;
+}
+
+/* Hands back the RESERVED slots from index `from` on (those before it took
+ * bytes), and a FILLING one that got no byte (an empty filling stripe would
+ * otherwise be published by finish), and closes the reservation. */
+static void unreserve(struct stripe_enc *s, unsigned from)
+{
+  for (unsigned i = from; i < s->nreserved; i++)
+    s->reserved[i]->state = SLOT_FREE;
+  s->nreserved = 0;
+  if (s->filling != NULL && s->fill == 0) {
+    s->filling->state = SLOT_FREE;
+    s->filling = NULL;
+  }
+  s->reserving = false;
+}
+
+int stripe_enc_commit(struct stripe_enc *s, size_t len)
+{
+  if (s == NULL)
+    return MSD_EPARAM;
+  if (!s->reserving)
+    return MSD_ESTATE;
+  size_t sw = (size_t)s->k * s->unit;
+  size_t room = s->filling ? sw - s->fill + (size_t)s->nreserved * sw : 0;
+  if (len > room)
+    return MSD_EPARAM;
+  unsigned next = 0;
+  while (len > 0) {
+    size_t n = sw - s->fill < len ? sw - s->fill : len;
+    s->fill += n;
+    s->size += n;
+    len -= n;
+    if (s->fill == sw) {
+      slot_publish(s, s->filling, sw);
+      s->filling = NULL;
+      if (next < s->nreserved) { /* the next reserved stripe takes over */
+        s->filling = s->reserved[next++];
+        s->filling->state = SLOT_FILLING;
+        s->fill = 0;
+      }
+    }
+  }
+  unreserve(s, next);
+  return 0;
+}
+
 int stripe_enc_finish(struct stripe_enc *s)
 {
   if (s == NULL)
     return MSD_EPARAM;
-  if (s->finished)
+  if (s->finished || s->reserving)
     return MSD_ESTATE;
   if (s->filling != NULL) {
     size_t sw = (size_t)s->k * s->unit;

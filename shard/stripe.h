@@ -82,6 +82,30 @@ int stripe_enc_reset(struct stripe_enc *s);
 int stripe_enc_write(struct stripe_enc *s, const void *buf, size_t len, unsigned flags,
                      size_t *consumed);
 
+/* One place where the object's next bytes go (stripe_enc_reserve). */
+struct stripe_span {
+  unsigned char *p;
+  size_t len;
+};
+
+/* Zero-copy feeding, for a caller that receives the object straight into the
+ * window (a socket read into place): fills out[0..*n) with up to `max` spans
+ * where the next bytes go, in order: the rest of the stripe being filled,
+ * then the data areas of further stripe buffers, each taken from the window
+ * while one is free (*n is 0 when none is). The spans stay reserved for the
+ * caller until stripe_enc_commit; reserving again returns the same spans
+ * first, then more. stripe_enc_write and _finish return MSD_ESTATE while a
+ * reservation is open. Returns 0, MSD_EPARAM, MSD_ESTATE after finish. */
+int stripe_enc_reserve(struct stripe_enc *s, struct stripe_span *out, unsigned max,
+                       unsigned *n);
+
+/* Closes the open reservation: the caller wrote the first len bytes of its
+ * spans, which become the object's next bytes; every stripe they fill is
+ * encoded and queued, as stripe_enc_write does, and buffers the bytes did
+ * not reach go back to the window (len 0 cancels). Returns 0, MSD_EPARAM
+ * (len beyond the spans), MSD_ESTATE (no open reservation). */
+int stripe_enc_commit(struct stripe_enc *s, size_t len);
+
 /* Ends the object: a partial last stripe (which already owns a buffer) is
  * zero-padded, encoded and queued. Returns 0, or MSD_ESTATE if called twice. */
 int stripe_enc_finish(struct stripe_enc *s);

@@ -12,6 +12,10 @@
 /* How the source is cut into writes. */
 enum split { SPLIT_WHOLE, SPLIT_BYTES, SPLIT_RANDOM };
 
+/* rt_case.flags beside STRIPE_BORROW: feed through stripe_enc_reserve and
+ * _commit (bytes copied into the reserved spans) instead of _write. */
+#define RT_RESERVE 0x100u
+
 struct rt_case {
   int k, m;
   size_t unit;
@@ -80,6 +84,27 @@ static void drain(struct rt_run *run, struct stripe_enc *enc, struct stripe **he
   }
 }
 
+/* One piece through a reservation of 1-3 spans, as a receiver would: the
+ * bytes copied into the spans, then committed. *took as for _write;
+ * MSD_EWINDOW when no span was free. */
+static int feed_reserved(struct stripe_enc *enc, const unsigned char *p, size_t piece,
+                         struct test_rng *r, size_t *took)
+{
+  struct stripe_span sp[3];
+  unsigned n = 0;
+  int rc = stripe_enc_reserve(enc, sp, 1 + (unsigned)test_rng_below(r, 3), &n);
+  size_t done = 0;
+  for (unsigned i = 0; rc == 0 && i < n && done < piece; i++) {
+    size_t c = sp[i].len < piece - done ? sp[i].len : piece - done;
+    memcpy(sp[i].p, p + done, c);
+    done += c;
+  }
+  *took = done;
+  if (rc == 0)
+    rc = stripe_enc_commit(enc, done);
+  return rc == 0 && done < piece ? MSD_EWINDOW : rc;
+}
+
 static void encode_all(struct rt_run *run, struct test_rng *r)
 {
   const struct rt_case *c = &run->c;
@@ -92,7 +117,10 @@ static void encode_all(struct rt_run *run, struct test_rng *r)
     int rc;
     if (off < c->size) {
       size_t took = 0, piece = next_piece(c, r, c->size - off);
-      rc = stripe_enc_write(enc, run->src + off, piece, c->flags, &took);
+      if (c->flags & RT_RESERVE)
+        rc = feed_reserved(enc, run->src + off, piece, r, &took);
+      else
+        rc = stripe_enc_write(enc, run->src + off, piece, c->flags, &took);
       off += took;
       if (rc != 0 && rc != MSD_EWINDOW)
         run->ok = false;
@@ -211,7 +239,8 @@ static void test_edge_sizes(void)
   const uint64_t sizes[] = {0, 1, u - 1, u, sw - 1, sw, sw + 1, 3 * sw + 7};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
     for (int split = SPLIT_WHOLE; split <= SPLIT_RANDOM; split++)
-      for (unsigned flags = 0; flags <= STRIPE_BORROW; flags++) {
+      for (unsigned f = 0; f < 3; f++) {
+        unsigned flags = f == 2 ? RT_RESERVE : f;
         if (split == SPLIT_BYTES && sizes[i] > 2 * sw)
           continue;
         struct rt_case c = {k, m, u, sizes[i], 1 + (unsigned)test_rng_below(&r, 3),
@@ -228,7 +257,7 @@ static void test_random_large_sizes(void)
     const int *p = km[test_rng_below(&r, 5)];
     struct rt_case c = {p[0], p[1], 4096u << test_rng_below(&r, 5),
                         test_rng_below(&r, 24u << 20), 1 + (unsigned)test_rng_below(&r, 6),
-                        SPLIT_RANDOM, (unsigned)test_rng_below(&r, 2)};
+                        SPLIT_RANDOM, t % 3 == 2 ? RT_RESERVE : (unsigned)test_rng_below(&r, 2)};
     roundtrip(&c, &r);
   }
 }
@@ -287,6 +316,57 @@ static void test_window_bounds_memory(void)
   CU_ASSERT_EQUAL(d->data_len, 1);
   stripe_enc_release(enc, c);
   stripe_enc_release(enc, d);
+  stripe_enc_destroy(enc);
+  ec_destroy(codec);
+}
+
+/* Reserved spans are the window's own memory; bytes count only once
+ * committed, buffers they did not reach go back, a stripe filled exactly
+ * is not followed by an empty one, and _write/_finish wait for the commit. */
+static void test_reserve_commit(void)
+{
+  struct ec_codec *codec;
+  struct stripe_enc *enc;
+  CU_ASSERT_EQUAL_FATAL(ec_create(2, 1, &codec), 0);
+  CU_ASSERT_EQUAL_FATAL(stripe_enc_create(codec, 4096, 3, &enc), 0);
+  const size_t sw = 2 * 4096;
+  struct stripe_span sp[4];
+  unsigned n;
+  size_t took;
+  CU_ASSERT_EQUAL(stripe_enc_commit(enc, 0), MSD_ESTATE); /* nothing open */
+  CU_ASSERT_EQUAL(stripe_enc_reserve(enc, sp, 4, &n), 0);
+  CU_ASSERT_EQUAL(n, 3); /* the whole window */
+  CU_ASSERT_EQUAL(sp[0].len, sw);
+  CU_ASSERT_EQUAL(stripe_enc_write(enc, "x", 1, 0, &took), MSD_ESTATE);
+  CU_ASSERT_EQUAL(stripe_enc_finish(enc), MSD_ESTATE);
+  CU_ASSERT_EQUAL(stripe_enc_commit(enc, 3 * sw + 1), MSD_EPARAM);
+  memset(sp[0].p, 5, sw);
+  memset(sp[1].p, 6, 10);
+  CU_ASSERT_EQUAL(stripe_enc_commit(enc, sw + 10), 0);
+  CU_ASSERT_EQUAL(stripe_enc_size(enc), sw + 10);
+  struct stripe *a = stripe_enc_next(enc);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+  CU_ASSERT_PTR_EQUAL(a->chunk[0], sp[0].p);
+  CU_ASSERT_PTR_NULL(stripe_enc_next(enc));
+  /* The third buffer came back: with a held, two spans are left. */
+  unsigned char *second = sp[1].p;
+  CU_ASSERT_EQUAL(stripe_enc_reserve(enc, sp, 4, &n), 0);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_PTR_EQUAL(sp[0].p, second + 10);
+  CU_ASSERT_EQUAL(sp[0].len, sw - 10);
+  memset(sp[0].p, 6, sw - 10);
+  CU_ASSERT_EQUAL(stripe_enc_commit(enc, sw - 10), 0); /* stripe 1 filled exactly */
+  CU_ASSERT_EQUAL(stripe_enc_reserve(enc, sp, 1, &n), 0); /* then PUT_END, say */
+  CU_ASSERT_EQUAL(stripe_enc_commit(enc, 0), 0);
+  CU_ASSERT_EQUAL(stripe_enc_finish(enc), 0);
+  struct stripe *b = stripe_enc_next(enc);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+  CU_ASSERT_EQUAL(b->index, 1);
+  CU_ASSERT_EQUAL(b->chunk[0][0], 6);
+  CU_ASSERT_PTR_NULL(stripe_enc_next(enc)); /* no empty stripe 2 */
+  CU_ASSERT_EQUAL(stripe_enc_reserve(enc, sp, 1, &n), MSD_ESTATE);
+  stripe_enc_release(enc, a);
+  stripe_enc_release(enc, b);
   stripe_enc_destroy(enc);
   ec_destroy(codec);
 }
@@ -417,7 +497,7 @@ static void test_create_survives_allocation_failures(void)
     CU_ASSERT_EQUAL(rc, -ENOMEM);
     failures++;
   }
-  CU_ASSERT_EQUAL(failures, 2 + 4);
+  CU_ASSERT_EQUAL(failures, 3 + 4);
   ec_destroy(codec);
 }
 
@@ -427,6 +507,7 @@ const struct test_case stripe_tests[] = {
     {"random large sizes and splits", test_random_large_sizes},
     {"borrowed stripes are zero-copy", test_borrow_is_zero_copy},
     {"window bounds memory", test_window_bounds_memory},
+    {"reserve and commit", test_reserve_commit},
     {"reset starts a new object", test_reset_starts_a_new_object},
     {"create_in uses caller memory", test_create_in_uses_caller_memory},
     {"bad input", test_bad_input},
