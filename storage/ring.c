@@ -353,16 +353,22 @@ static unsigned reap_ready(struct ring *r)
 
 int ring_poll(struct ring *r)
 {
-  if (r->fallback)
-    return drain_fallback(r);
+  if (r->fallback) {
+    uint64_t before = r->stats.completed;
+    int rc = drain_fallback(r);
+    return rc < 0 ? rc : (int)(r->stats.completed - before);
+  }
+  int done = 0;
   for (;;) {
     if (r->head) {
       int rc = submit_queued(r);
       if (rc < 0)
         return rc;
     }
-    if (reap_ready(r) == 0 && r->head == NULL)
-      return 0;
+    unsigned n = reap_ready(r);
+    done += (int)n;
+    if (n == 0 && r->head == NULL)
+      return done;
   }
 }
 

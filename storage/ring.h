@@ -81,8 +81,8 @@ int ring_fd(const struct ring *r);
 
 /* Submits what is queued and dispatches the completions already there,
  * never waiting (the fallback path performs everything queued). Callbacks
- * may queue more; those are submitted before it returns. 0 or -errno for a
- * failure of the ring itself. */
+ * may queue more; those are submitted before it returns. The number of
+ * completions dispatched, or -errno for a failure of the ring itself. */
 int ring_poll(struct ring *r);
 
 /* Requests queued or in flight. */

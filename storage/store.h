@@ -170,11 +170,12 @@ int store_usage(struct store *s, struct store_usage *out);
  * starts on the next store_poll and its callback runs from a later
  * store_poll, never from inside a submit. `why` is the failure's sentence
  * (as store_errmsg would give), NULL on success, valid during the call.
- * Writes and seals reach the disk one operation at a time, in submission
- * order: recovery keeps a segment's records only up to the first torn one,
- * so nothing may be acknowledged while an earlier record is still in
- * flight. Seals waiting together go as one batch (one fdatasync per
- * segment: group commit). Reads run beside them. A blocking call made
+ * Several writers' extent flushes may be in flight at once, but a seal
+ * makes itself durable only once none is: recovery keeps a segment's
+ * records only up to the first torn one, so nothing may be acknowledged
+ * while an earlier record is still in flight. Seals waiting together go
+ * as one batch (one fdatasync per segment: group commit), one batch at a
+ * time. Reads run beside them. A blocking call made
  * while operations are under way also completes them (their callbacks run
  * from it). */
 typedef void (*store_cb)(void *ctx, int rc, const char *why);
@@ -211,6 +212,9 @@ struct store_io_stats {
   uint64_t seal_batches; /* batches they went in (group commit) */
   uint64_t flushes;      /* full extents written ahead of their seal */
   uint64_t reads;        /* read operations finished */
+  uint64_t barrier_waits;  /* seal batches that waited for flushes in flight */
+  uint64_t seal_overlaps;  /* seals made durable while a flush was in flight:
+                              always 0 (the barrier); counted to prove it */
 };
 void store_io_stats(const struct store *s, struct store_io_stats *out);
 

@@ -14,6 +14,8 @@
 
 /* Seals started together at most: bounds one batch's work and memory. */
 #define SEAL_BATCH_MAX 256
+/* Extent flushes in flight at once: the disk sees this queue depth. */
+#define FLUSH_DEPTH 8
 
 void store_io_stats(const struct store *s, struct store_io_stats *out)
 {
@@ -92,39 +94,45 @@ bool store__wq_remove(struct store *s, struct store_wop *w)
   return false;
 }
 
-void store__wq_done(struct store *s)
+/* Takes the seals waiting in the queue, in order, as one batch. */
+static size_t take_seals(struct store *s, struct store_wop **batch)
 {
-  s->wq_running = false;
+  size_t n = 0;
+  for (struct store_wop *it = s->wq_head; it != NULL && n < SEAL_BATCH_MAX;) {
+    struct store_wop *next = it->next;
+    if (it->kind == WOP_SEAL && store__wq_remove(s, it))
+      batch[n++] = it;
+    it = next;
+  }
+  return n;
 }
 
-static struct store_wop *wq_pop(struct store *s)
-{
-  struct store_wop *w = s->wq_head;
-  s->wq_head = w->next;
-  if (s->wq_head == NULL)
-    s->wq_tail = NULL;
-  w->next = NULL;
-  return w;
-}
-
-/* Starts the next write-type operation if none runs; consecutive seals at
- * the head start together as one batch (group commit). An operation that
- * ends at once (an error) lets the next one start in the same call. */
+/* Starts what may start, in queue order: flushes up to FLUSH_DEPTH while no
+ * seal waits at the barrier, and a seal batch of every seal waiting when
+ * none runs (group commit). Runs from store_poll and store__wait only,
+ * never from a ring callback: starting reserves segment space, and a new
+ * segment is created with a blocking write. */
 static bool kick(struct store *s)
 {
   bool started = false;
-  while (!s->wq_running && s->wq_head != NULL) {
+  if (s->seal_wait != NULL && s->flushes_running == 0) {
+    store__seal_proceed(s);
     started = true;
-    s->wq_running = true;
-    if (s->wq_head->kind == WOP_FLUSH) {
-      store__flush_start(s, wq_pop(s));
-      continue;
+  }
+  for (struct store_wop *it = s->wq_head; it != NULL;) {
+    struct store_wop *next = it->next;
+    if (it->kind == WOP_FLUSH && s->seal_wait == NULL && s->flushes_running < FLUSH_DEPTH) {
+      store__wq_remove(s, it);
+      store__flush_start(s, it);
+      started = true;
+    } else if (it->kind == WOP_SEAL && !s->seal_running) {
+      struct store_wop *batch[SEAL_BATCH_MAX];
+      size_t n = take_seals(s, batch);
+      store__seal_start(s, batch, n);
+      started = true;
+      next = s->wq_head; /* the list changed under us: rescan (bounded) */
     }
-    struct store_wop *batch[SEAL_BATCH_MAX];
-    size_t n = 0;
-    while (n < SEAL_BATCH_MAX && s->wq_head != NULL && s->wq_head->kind == WOP_SEAL)
-      batch[n++] = wq_pop(s);
-    store__seal_start(s, batch, n);
+    it = next;
   }
   return started;
 }
@@ -149,7 +157,8 @@ static bool resume_reads(struct store *s)
 
 static bool busy(const struct store *s)
 {
-  return ring_busy(s->ring) || s->wq_running || s->wq_head != NULL || s->rwait_head != NULL ||
+  return ring_busy(s->ring) || s->flushes_running > 0 || s->seal_running || s->wq_head != NULL ||
+         s->rwait_head != NULL ||
          s->ready_head != NULL;
 }
 
@@ -172,8 +181,9 @@ bool store_poll(struct store *s)
     bool progress = kick(s);
     progress |= resume_reads(s);
     int rc = ring_poll(s->ring);
-    if (rc != 0)
+    if (rc < 0)
       ring_failed(s, rc);
+    progress |= rc > 0; /* a completion may let a waiting seal go on */
     progress |= run_ready(s);
     if (!progress)
       break;

@@ -203,8 +203,10 @@ struct store_op {
   char why[512]; /* the failure's sentence, copied when it happened */
 };
 
-/* A write-type operation (an extent flush, a seal): these run one at a
- * time in queue order (store.h explains why). */
+/* A write-type operation: a writer's extent flush, or its seal. Flushes
+ * run several at once; one seal batch runs at a time, and it waits until
+ * no flush is in flight before it reserves the place of its last write,
+ * whose fdatasync makes it durable (store.h explains why). */
 enum wop_kind { WOP_FLUSH = 1, WOP_SEAL };
 struct store_wop {
   enum wop_kind kind;
@@ -268,8 +270,6 @@ void store__op_finish(struct store *s, struct store_op *op, int rc);
 void store__wq_push(struct store *s, struct store_wop *w);
 /* Removes a queued operation that has not started; false if not queued. */
 bool store__wq_remove(struct store *s, struct store_wop *w);
-/* The running write-type operation has finished: the next may start. */
-void store__wq_done(struct store *s);
 /* Blocks until *done is set, driving the ring and the queues; for the
  * blocking calls. 0, or MSD_ESTATE if nothing left could set it. */
 int store__wait(struct store *s, const bool *done);
@@ -278,6 +278,8 @@ void store__quiesce(struct store *s);
 /* Starts write-type operations (store_write.c, store_seal.c). */
 void store__flush_start(struct store *s, struct store_wop *w);
 void store__seal_start(struct store *s, struct store_wop **batch, size_t n);
+/* The seal batch waiting at the barrier goes on: no flush is in flight. */
+void store__seal_proceed(struct store *s);
 /* Starts or resumes a read that waits for buffers (store_read.c): true if
  * it got going (or finished), false if it still waits. */
 bool store__read_resume(struct store_read_op *r);
@@ -318,7 +320,9 @@ struct store {
   /* Asynchronous operations (store_async.c). */
   struct store_op *ready_head, *ready_tail; /* finished, callbacks not yet run */
   struct store_wop *wq_head, *wq_tail;      /* write-type operations waiting */
-  bool wq_running;                          /* one of them is under way */
+  unsigned flushes_running;                 /* extent flushes in flight */
+  bool seal_running;                        /* a seal batch is under way */
+  struct seal_batch *seal_wait;             /* it waits for flushes to drain */
   bool polling;                             /* inside store_poll or store__wait */
   struct store_read_op *rwait_head, *rwait_tail; /* reads waiting for buffers */
   unsigned writers;                         /* open writers (one buffer each) */

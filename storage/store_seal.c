@@ -2,7 +2,9 @@
  * records, one fdatasync per segment they touch) and then visible (the
  * pending table, checkpointed into LMDB now and then). Seals submitted
  * together run as one batch from the write queue (store_async.c), each
- * stage's I/O in flight without blocking the caller's loop. */
+ * stage's I/O in flight without blocking the caller's loop: the tails,
+ * then a barrier until no extent flush is in flight, then the write and
+ * fdatasyncs that make the batch durable. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,7 +19,7 @@ struct seal_seg {
   struct ring_req fsync;
 };
 
-enum seal_stage { STAGE_ONE, STAGE_TAILS, STAGE_SYNC };
+enum seal_stage { STAGE_TAILS, STAGE_BARRIER, STAGE_SYNC };
 
 struct seal_batch {
   struct store *s;
@@ -32,6 +34,7 @@ struct seal_batch {
   struct ring_req sealreq;
   uint64_t seal_seg;
   enum seal_stage stage;
+  bool one;         /* the single-write path (seal_one_fits) */
   unsigned pending; /* ring requests of the stage still in flight */
   int err;          /* a failure to report once they have completed */
 };
@@ -145,7 +148,7 @@ static void batch_end(struct seal_batch *b, int rc)
   msd_free(b->sealbuf);
   msd_free(b->segs);
   msd_free(b);
-  store__wq_done(s);
+  s->seal_running = false;
 }
 
 static void batch_io_done(struct ring_req *req);
@@ -187,10 +190,23 @@ static int stage_result(struct seal_batch *b, struct ring_req *head)
   return rc;
 }
 
+/* Waits (store_async.c's kick calls store__seal_proceed) until no extent
+ * flush is in flight. Why: recovery keeps a segment's records only up to
+ * the first torn one, so the write whose fdatasync acknowledges these
+ * seals must come after every record reserved before it has completed. */
+static void barrier_enter(struct seal_batch *b)
+{
+  b->stage = STAGE_BARRIER;
+  b->s->seal_wait = b;
+  if (b->s->flushes_running > 0)
+    b->s->stats.barrier_waits++;
+}
+
 /* Why two rounds in the general path: an fdatasync covers only writes that
- * completed before it started, so the tails complete first; then the seal
- * records' write is linked to its segment's fdatasync, beside plain
- * fdatasyncs of the other segments the shards' extents are in. */
+ * completed before it started, so the tails complete first (then the
+ * barrier); then the seal records' write is linked to its segment's
+ * fdatasync, beside plain fdatasyncs of the other segments the shards'
+ * extents are in. Runs from ring callbacks: it reserves nothing. */
 static void batch_advance(struct seal_batch *b)
 {
   int rc = b->err;
@@ -198,16 +214,12 @@ static void batch_advance(struct seal_batch *b)
     for (size_t i = 0; rc == 0 && i < b->n; i++)
       if (b->res[i] == 0 && b->tail[i] && b->ws[i]->req.res != 0)
         rc = b->ws[i]->req.res;
-    b->stage = STAGE_SYNC;
     if (rc == 0) {
-      rc = queue_syncs(b, &b->sealreq);
-      if (b->pending > 0) {
-        b->err = rc; /* UNTESTED when set: a segment fd that will not open */
-        return;
-      }
+      barrier_enter(b);
+      return;
     }
   } else if (rc == 0) {
-    rc = stage_result(b, b->stage == STAGE_ONE ? &b->ws[0]->req : &b->sealreq);
+    rc = stage_result(b, b->one ? &b->ws[0]->req : &b->sealreq);
   }
   if (rc != 0 && rc != MSD_EPOISONED)
     rc = store__write_failed(b->s, b->ws[0], rc);
@@ -227,51 +239,86 @@ static void batch_io_done(struct ring_req *req)
  * write padded to DIRECT_ALIGN (padding then costs at most 1/16). */
 #define SEAL_DIRECT_MIN ((uint64_t)64 << 10)
 
-/* Seals one shard whose last extent and seal record fit in its buffer with
- * a single aligned write linked to one fdatasync: no page-cache pages to
- * write back, so the fdatasync is just the device flush (as fio's is).
- * Returns 1 if it applied (the I/O is queued, or res[0] failed), 0 to take
- * the general path. */
-static int seal_one(struct seal_batch *b)
+/* Whether one shard can seal with a single aligned write linked to one
+ * fdatasync: its last extent and seal record fit in its buffer, so there
+ * are no page-cache pages to write back and the fdatasync is just the
+ * device flush (as fio's is). 1 if so (or res[0] failed), 0 to take the
+ * general path. */
+static int seal_one_fits(struct seal_batch *b)
+{
+  struct store_writer *w = b->ws[0];
+  struct store *s = b->s;
+  uint64_t total = rec_hdr_len(w->fill) + w->fill + rec_seal_size(w->next + 1);
+  uint64_t padded = (total + DIRECT_ALIGN - 1) & ~(uint64_t)(DIRECT_ALIGN - 1);
+  if (w->failed || s->poisoned || w->fill == 0 || total < SEAL_DIRECT_MIN ||
+      padded > ring_buf_size(s->ring))
+    return 0;
+  b->res[0] = check_new(s, w);
+  return 1;
+}
+
+/* After the barrier: the single write and its fdatasync. */
+static int seal_one_queue(struct seal_batch *b)
 {
   struct store_writer *w = b->ws[0];
   struct store *s = b->s;
   uint64_t hl = rec_hdr_len(w->fill), rsz = hl + w->fill;
   uint64_t total = rsz + rec_seal_size(w->next + 1);
   uint64_t padded = (total + DIRECT_ALIGN - 1) & ~(uint64_t)(DIRECT_ALIGN - 1);
-  if (w->failed || s->poisoned || w->fill == 0 || total < SEAL_DIRECT_MIN ||
-      padded > ring_buf_size(s->ring) || (b->res[0] = check_new(s, w)) != 0)
-    return b->res[0] != 0;
   struct idx_extent x = {0, 0, w->flushed, w->fill};
   int fd;
   int rc = store__seg_reserve(s, padded, true, &fd, &x.seg, &x.rec_off, NULL);
   if (rc == 0)
     rc = store__add_extent(w, &x);
-  if (rc == 0) {
-    /* Move the data so the record starts at the aligned buffer start. */
-    if (hl != REC_ROOM)
-      memmove(w->buf + hl, w->buf + REC_ROOM, w->fill);
-    rec_build(w->buf + hl, w->fill, &w->id, w->flushed, s->meta.next_seq++);
-    w->flushed += w->fill;
-    w->fill = 0;
-    entry_of(s, w, &b->ents[0]);
-    rec_seal_build(w->buf + rsz, &w->id, &b->ents[0]);
-    memset(w->buf + total, 0, (size_t)(padded - total));
-    w->req = (struct ring_req){.op = RING_OP_WRITE, .fd = fd, .buf = w->buf, .len = padded,
-                               .off = x.rec_off, .buf_index = w->buf_index};
-    b->seal_seg = x.seg;
-    rc = collect_segs(b);
-  }
-  if (rc == 0)
-    rc = queue_syncs(b, &w->req); /* write, then make it durable */
-  if (rc != 0 && b->pending == 0)
-    b->res[0] = rc;
-  else if (rc != 0) /* UNTESTED: fail once what was queued has completed */
-    b->err = rc;
-  return 1;
+  if (rc != 0)
+    return rc;
+  /* Move the data so the record starts at the aligned buffer start. */
+  if (hl != REC_ROOM)
+    memmove(w->buf + hl, w->buf + REC_ROOM, w->fill);
+  rec_build(w->buf + hl, w->fill, &w->id, w->flushed, s->meta.next_seq++);
+  w->flushed += w->fill;
+  w->fill = 0;
+  entry_of(s, w, &b->ents[0]);
+  rec_seal_build(w->buf + rsz, &w->id, &b->ents[0]);
+  memset(w->buf + total, 0, (size_t)(padded - total));
+  w->req = (struct ring_req){.op = RING_OP_WRITE, .fd = fd, .buf = w->buf, .len = padded,
+                             .off = x.rec_off, .buf_index = w->buf_index};
+  b->seal_seg = x.seg;
+  rc = collect_segs(b);
+  return rc != 0 ? rc : queue_syncs(b, &w->req); /* write, then make it durable */
 }
 
-/* Starts the general path: checks, tails, seal records, first round. */
+/* After the barrier: the seal records and the fdatasyncs. */
+static int seal_general_queue(struct seal_batch *b)
+{
+  int rc = build_seals(b);
+  if (rc == 0)
+    rc = collect_segs(b);
+  return rc != 0 ? rc : queue_syncs(b, &b->sealreq);
+}
+
+void store__seal_proceed(struct store *s)
+{
+  struct seal_batch *b = s->seal_wait;
+  s->seal_wait = NULL;
+  if (s->flushes_running > 0)
+    s->stats.seal_overlaps++; /* UNTESTED: kick calls this only once they drained */
+  b->stage = STAGE_SYNC;
+  int rc = b->one ? seal_one_queue(b) : seal_general_queue(b);
+  if (rc == 0)
+    return;
+  if (b->pending > 0) { /* UNTESTED: a segment fd that would not open */
+    b->err = rc; /* fails once what was queued has completed */
+    return;
+  }
+  if (b->one) {
+    b->res[0] = rc;
+    rc = 0;
+  }
+  batch_end(b, rc);
+}
+
+/* Starts the general path: checks, then the tails' writes. */
 static void seal_general(struct seal_batch *b)
 {
   struct store *s = b->s;
@@ -291,11 +338,8 @@ static void seal_general(struct seal_batch *b)
       snprintf(w->op.why, sizeof w->op.why, "%s", s->errmsg);
     some |= b->res[i] == 0;
   }
-  int rc = 0;
-  if (some && (rc = build_seals(b)) == 0)
-    rc = collect_segs(b);
-  if (!some || rc != 0) {
-    batch_end(b, rc);
+  if (!some) {
+    batch_end(b, 0);
     return;
   }
   b->stage = STAGE_TAILS;
@@ -305,7 +349,7 @@ static void seal_general(struct seal_batch *b)
       ring_queue(s->ring, &b->ws[i]->req);
     }
   if (b->pending == 0)
-    batch_advance(b);
+    barrier_enter(b);
 }
 
 static struct seal_batch *batch_new(struct store *s, struct store_wop **wops, size_t n)
@@ -330,6 +374,7 @@ void store__seal_start(struct store *s, struct store_wop **wops, size_t n)
 {
   s->stats.seals += n;
   s->stats.seal_batches++;
+  s->seal_running = true;
   struct seal_batch *b = batch_new(s, wops, n);
   if (b == NULL) { /* UNTESTED: out of memory */
     for (size_t i = 0; i < n; i++) {
@@ -337,13 +382,15 @@ void store__seal_start(struct store *s, struct store_wop **wops, size_t n)
       w->op.release = seal_release;
       store__op_finish(s, &w->op, -ENOMEM);
     }
-    store__wq_done(s);
+    s->seal_running = false;
     return;
   }
-  if (n == 1 && seal_one(b)) {
-    b->stage = STAGE_ONE;
-    if (b->pending == 0)
+  if (n == 1 && seal_one_fits(b)) {
+    b->one = true;
+    if (b->res[0] != 0)
       batch_end(b, 0); /* res[0] says why */
+    else
+      barrier_enter(b);
     return;
   }
   seal_general(b);

@@ -1,6 +1,7 @@
 /* Writing shards: a writer fills one I/O buffer and each full 1 MiB extent
  * goes out as a record through the store's write queue (store_async.c),
- * so the event loop never waits for it. Sealing is store_seal.c. */
+ * so the event loop never waits for it; several writers' flushes may be in
+ * flight at once. Sealing is store_seal.c. */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
@@ -164,7 +165,7 @@ static void flush_done(struct ring_req *req)
   struct store_writer *w = req->ctx;
   struct store *s = w->s;
   w->flush = FLUSH_NONE;
-  store__wq_done(s);
+  s->flushes_running--; /* a seal at the barrier may go on (store_async.c) */
   if (w->aborted) {
     store__writer_free(w);
     return;
@@ -185,10 +186,10 @@ void store__flush_start(struct store *s, struct store_wop *wop)
     w->flush = FLUSH_NONE;
     w->failed = rc;
     write_end(w, rc);
-    store__wq_done(s);
     return;
   }
   w->flush = FLUSH_RUNNING;
+  s->flushes_running++;
   s->stats.flushes++;
   w->req.cb = flush_done;
   w->req.ctx = w;

@@ -243,7 +243,60 @@ static void test_async_errors(void)
   test_tmpdir_remove(dir);
 }
 
+/* Extent flushes of four writers go out together, and a seal submitted
+ * beside them waits at the barrier until none is in flight: the write
+ * that makes it durable comes after every record reserved before it. */
+static void test_seal_waits_for_flushes(void)
+{
+  const char *dir = test_tmpdir();
+  struct store *s = su_open(dir, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+  enum { FLUSHERS = 4 };
+  size_t big = (1u << 20) + 5000, small = 200000; /* small: the one-write seal */
+  unsigned char *buf[FLUSHERS + 1];
+  struct store_id id[FLUSHERS + 1];
+  struct store_writer *w[FLUSHERS + 1];
+  for (int i = 0; i <= FLUSHERS; i++) {
+    size_t len = i < FLUSHERS ? big : small;
+    su_id(&id[i], 400 + (uint64_t)i, 0);
+    buf[i] = msd_malloc(len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf[i]);
+    su_content(&id[i], buf[i], len);
+    CU_ASSERT_EQUAL_FATAL(store_write_begin(s, &id[i], &w[i]), 0);
+  }
+  struct done sw = {0}, sd = {0}, wd[FLUSHERS] = {{0}};
+  CU_ASSERT_EQUAL(store_write_submit(w[FLUSHERS], buf[FLUSHERS], small, on_done, &sw), 0);
+  CU_ASSERT_FATAL(drive(s, &sw, 1)); /* no flush of its own */
+  struct store_io_stats before, after;
+  store_io_stats(s, &before);
+  /* In one turn: four writes that each need a flush, then the seal. */
+  for (int i = 0; i < FLUSHERS; i++)
+    CU_ASSERT_EQUAL(store_write_submit(w[i], buf[i], big, on_done, &wd[i]), 0);
+  CU_ASSERT_EQUAL(store_seal_submit(w[FLUSHERS], on_done, &sd), 0);
+  CU_ASSERT_FATAL(drive(s, wd, FLUSHERS));
+  CU_ASSERT_FATAL(drive(s, &sd, 1));
+  store_io_stats(s, &after);
+  CU_ASSERT_EQUAL(sd.rc, 0);
+  CU_ASSERT_EQUAL(after.flushes - before.flushes, FLUSHERS);
+  CU_ASSERT(after.barrier_waits > before.barrier_waits); /* it found flushes in flight */
+  CU_ASSERT_EQUAL(after.seal_overlaps, 0);
+  CU_ASSERT(su_check(s, &id[FLUSHERS], small));
+  for (int i = 0; i < FLUSHERS; i++) {
+    CU_ASSERT_EQUAL(wd[i].rc, 0);
+    struct done d = {0};
+    CU_ASSERT_EQUAL(store_seal_submit(w[i], on_done, &d), 0);
+    CU_ASSERT_FATAL(drive(s, &d, 1));
+    CU_ASSERT_EQUAL(d.rc, 0);
+    CU_ASSERT(su_check(s, &id[i], big));
+  }
+  for (int i = 0; i <= FLUSHERS; i++)
+    msd_free(buf[i]);
+  store_close(s);
+  test_tmpdir_remove(dir);
+}
+
 const struct test_case async_tests[] = {
+    {"a seal waits for the flushes in flight", test_seal_waits_for_flushes},
     {"many writers, one seal batch, reads beside", test_many_writers},
     {"abort while a write is under way", test_abort_under_way},
     {"errors reach the callback", test_async_errors},

@@ -1,9 +1,12 @@
-/* The crash harness: a child process writes and seals random shards and
- * reports each seal it got; the parent SIGKILLs it at a random moment,
+/* The crash harness: a child process writes and seals random shards (one
+ * at a time with the blocking calls, or six at once with the asynchronous
+ * ones) and reports each seal it got; the parent SIGKILLs it at a random moment,
  * reopens the store and checks that every reported shard reads back intact,
  * that only sealed shards are visible, and that disk use stays bounded. */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -71,6 +74,103 @@ static void child(const char *dir, uint64_t seed, int round, int out)
   _exit(0);
 }
 
+/* The asynchronous child: SLOTS writers at once through the _submit calls
+ * and store_poll, as the data loop drives them, so flushes overlap, seals
+ * meet in batches and wait at the barrier while the kill can land. */
+#define SLOTS 6
+
+struct slot {
+  struct store *s;
+  struct store_writer *w;
+  struct test_rng *r;
+  uint64_t *next, base, n;
+  size_t len, off;
+  unsigned char *buf;
+  int out;
+};
+
+static void slot_start(struct slot *sl);
+
+static void slot_sealed(void *ctx, int rc, const char *why)
+{
+  struct slot *sl = ctx;
+  (void)why;
+  if (rc != 0)
+    _exit(6);
+  char line[64];
+  int k = snprintf(line, sizeof line, "%" PRIu64 "\n", sl->n);
+  if (write(sl->out, line, (size_t)k) != k)
+    _exit(7);
+  slot_start(sl);
+}
+
+static void slot_written(void *ctx, int rc, const char *why);
+
+/* The next piece of the slot's shard, or its end: abort (1 in 8) or seal. */
+static void slot_step(struct slot *sl)
+{
+  if (sl->off < sl->len) {
+    size_t piece = 1 + (size_t)test_rng_below(sl->r, 400000);
+    piece = piece < sl->len - sl->off ? piece : sl->len - sl->off;
+    if (store_write_submit(sl->w, sl->buf + sl->off, piece, slot_written, sl) != 0)
+      _exit(5);
+    sl->off += piece;
+    return;
+  }
+  if (test_rng_below(sl->r, 8) == 0) { /* from inside its own callback */
+    store_write_abort(sl->w);
+    slot_start(sl);
+    return;
+  }
+  if (store_seal_submit(sl->w, slot_sealed, sl) != 0)
+    _exit(6);
+}
+
+static void slot_written(void *ctx, int rc, const char *why)
+{
+  (void)why;
+  if (rc != 0)
+    _exit(5);
+  slot_step(ctx);
+}
+
+static void slot_start(struct slot *sl)
+{
+  sl->n = sl->base + (*sl->next)++;
+  struct store_id id;
+  su_id(&id, sl->n, 0);
+  sl->len = shard_len(sl->n);
+  sl->off = 0;
+  su_content(&id, sl->buf, sl->len);
+  if (store_write_begin(sl->s, &id, &sl->w) != 0)
+    _exit(4);
+  slot_step(sl);
+}
+
+static void child_async(const char *dir, uint64_t seed, int round, int out)
+{
+  struct store_opts o = {.segment_size = SEGMENT};
+  struct store *s = su_open(dir, &o);
+  if (s == NULL)
+    _exit(3);
+  struct test_rng r = {seed};
+  uint64_t next = 0;
+  struct slot sl[SLOTS];
+  for (int i = 0; i < SLOTS; i++) {
+    sl[i] = (struct slot){.s = s, .r = &r, .next = &next, .base = (uint64_t)round * PER_ROUND,
+                          .buf = msd_malloc(3u << 20), .out = out};
+    if (sl[i].buf == NULL)
+      _exit(3);
+    slot_start(&sl[i]);
+  }
+  for (;;) { /* until the parent's SIGKILL */
+    store_poll(s);
+    struct pollfd p = {.fd = store_poll_fd(s), .events = POLLIN};
+    if (p.fd >= 0)
+      poll(&p, 1, 100);
+  }
+}
+
 struct visible {
   int n, bad;
   struct store *s;
@@ -108,7 +208,8 @@ static int read_reports(int fd, uint64_t *sealed, int max)
   return n;
 }
 
-static void crash_round(const char *dir, int round, uint64_t seed, int *total_sealed)
+static void crash_round(const char *dir, int round, uint64_t seed, int *total_sealed,
+                        bool async)
 {
   int pipefd[2];
   CU_ASSERT_FATAL(pipe(pipefd) == 0);
@@ -116,6 +217,8 @@ static void crash_round(const char *dir, int round, uint64_t seed, int *total_se
   CU_ASSERT_FATAL(pid >= 0);
   if (pid == 0) {
     close(pipefd[0]);
+    if (async)
+      child_async(dir, seed, round, pipefd[1]);
     child(dir, seed, round, pipefd[1]);
   }
   close(pipefd[1]);
@@ -170,7 +273,7 @@ static void crash_round(const char *dir, int round, uint64_t seed, int *total_se
   store_close(s);
 }
 
-static void test_crash_rounds(void)
+static void crash_rounds(bool async)
 {
   const char *tmp = test_tmpdir();
   char dir[4200];
@@ -178,15 +281,25 @@ static void test_crash_rounds(void)
   int total = 0;
   printf("\n    seeds:");
   for (int round = 0; round < ROUNDS; round++) {
-    struct test_rng r = test_rng_for(1000 + (uint64_t)round);
+    struct test_rng r = test_rng_for((async ? 5000 : 1000) + (uint64_t)round);
     uint64_t seed = test_rng_next(&r);
     printf(" %" PRIu64, seed % 100000);
     fflush(stdout);
-    crash_round(dir, round, seed, &total);
+    crash_round(dir, round, seed, &total, async);
   }
   printf("\n    %d shards sealed and verified over %d kills ", total, ROUNDS);
   CU_ASSERT(total > ROUNDS); /* the harness must actually seal things */
   test_tmpdir_remove(tmp);
+}
+
+static void test_crash_rounds(void)
+{
+  crash_rounds(false);
+}
+
+static void test_crash_rounds_async(void)
+{
+  crash_rounds(true);
 }
 
 /* Regression: a small shard ends 2 bytes before a 4 KiB boundary, so the
@@ -221,4 +334,5 @@ static void test_replay_across_short_padding(void)
 const struct test_case crash_tests[] = {
     {"replay across a 2-byte padding gap", test_replay_across_short_padding},
     {"SIGKILL at random moments, 50 rounds", test_crash_rounds},
+    {"SIGKILL with six asynchronous writers at once, 50 rounds", test_crash_rounds_async},
     {NULL, NULL}};
