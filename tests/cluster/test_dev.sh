@@ -10,35 +10,14 @@
 MEDSHARD=${1:?usage: test_dev.sh MEDSHARD}
 MEDSHARD=$(cd "$(dirname "$MEDSHARD")" && pwd)/$(basename "$MEDSHARD")
 . "$(dirname "$0")/lib.sh"
-unset MEDSHARD_NODE
-cd "$WORK" || exit 1
-D=$WORK/D
+. "$(dirname "$0")/devlib.sh"
 
 dev() { "$MEDSHARD" dev "$@"; }
-# Whatever happens, no node outlives the test: `dev down`, then SIGKILL
-# every PID the state file still records.
-teardown() {
-  "$MEDSHARD" dev down --dir "$D" >/dev/null 2>&1
-  for p in $(sed -n 's/^pid = \([1-9][0-9]*\)$/\1/p' "$D/cluster.ini" 2>/dev/null); do
-    kill -KILL "$p" 2>/dev/null
-  done
-  cleanup
-}
-trap teardown EXIT
 
-# expect NAME EXIT_CODE PATTERN CMD...: exit code and a line of its output.
-expect() {
-  local name=$1 want=$2 pattern=$3 rc
-  shift 3
-  "$@" >"$WORK/out" 2>&1
-  rc=$?
-  if [ "$rc" = "$want" ] && grep -Eq -- "$pattern" "$WORK/out"; then ok "$name"; else
-    bad "$name (exit $rc, wanted $want; pattern '$pattern')"; sed 's/^/    | /' "$WORK/out"; fi
-}
-# st PYTHON: evaluates PYTHON with d = `dev status --json`.
-st() {
+# stp PYTHON: runs the statements PYTHON with d = `dev status --json`.
+stp() {
   dev status --dir "$D" --json 2>/dev/null |
-    python3 -c "import json,sys; d=json.load(sys.stdin); $1" 2>/dev/null
+    "$PY" -c "import json,sys; d=json.load(sys.stdin); $1" 2>/dev/null
 }
 # A PID is gone when none of its threads is alive (a zombie main thread
 # can outlive threads that still hold the process's files).
@@ -83,18 +62,18 @@ expect "no config elsewhere: a clear error" 2 \
   bash -c "cd '$WORK/elsewhere' && '$MEDSHARD' chain head"
 
 # ---- status ----
-all_alive() { [ "$(st 'print(sum(n["alive"] and n["reachable"] for n in d["nodes"]))')" = 4 ]; }
+all_alive() { [ "$(stp 'print(sum(n["alive"] and n["reachable"] for n in d["nodes"]))')" = 4 ]; }
 one_leader() {
-  st 'ls = {n["leader"] for n in d["nodes"]}
+  stp 'ls = {n["leader"] for n in d["nodes"]}
 lead = [n["id"] for n in d["nodes"] if n["raft_state"] == "leader"]
 print("yes" if len(lead) == 1 and ls == set(lead) else "no")' | grep -qx yes
 }
 check "dev status --json: 4 nodes alive" all_alive
 check "dev status --json: exactly one leader, and every node names it" wait_for 10 one_leader
-roles() { [ "$(st 'print(sorted(n["role"] for n in d["nodes"]))')" = "['standby', 'voter', 'voter', 'voter']" ]; }
+roles() { [ "$(stp 'print(sorted(n["role"] for n in d["nodes"]))')" = "['standby', 'voter', 'voter', 'voter']" ]; }
 check "dev status --json: 3 voters and 1 standby" roles
 data_ports_listen() {
-  st 'import socket
+  stp 'import socket
 for n in d["nodes"]:
     h, p = n["data"].rsplit(":", 1)
     socket.create_connection((h, int(p)), timeout=2).close()
@@ -105,15 +84,15 @@ expect "dev status (human) without --dir finds the dir through medshard.conf" 0 
   '^4 +standby +[0-9]+ +running' dev status
 
 # ---- kill a voter: the chain keeps serving ----
-pid1=$(st 'print([n["pid"] for n in d["nodes"] if n["id"] == 1][0])')
+pid1=$(stp 'print([n["pid"] for n in d["nodes"] if n["id"] == 1][0])')
 expect "dev kill 1" 0 "node 1 \\(pid $pid1\\) killed with SIGKILL" dev kill 1 --dir D
 check "node 1's process is gone" pid_gone "$pid1"
 one_down() {
-  [ "$(st 'print([(n["id"], n["alive"], n["raft_state"]) for n in d["nodes"] if not n["reachable"]],
+  [ "$(stp 'print([(n["id"], n["alive"], n["raft_state"]) for n in d["nodes"] if not n["reachable"]],
       sum(n["alive"] for n in d["nodes"]))')" = "[(1, False, 'down')] 3" ]
 }
 check "dev status shows node 1 down and the other 3 alive" one_down
-leader_left() { [ "$(st 'print(sum(n["raft_state"] == "leader" for n in d["nodes"]))')" = 1 ]; }
+leader_left() { [ "$(stp 'print(sum(n["raft_state"] == "leader" for n in d["nodes"]))')" = 1 ]; }
 check "a leader among the 3 that are left" wait_for 30 leader_left
 # bench anchor reads the cluster map from the first address of --node only,
 # so node 1's address goes last.
@@ -127,14 +106,14 @@ expect "dev start 1" 0 'node 1 started \(pid [0-9]+\)' dev start 1
 # same_head: every node alive, no alarm, one (head, height, sealed) for
 # all, at least one block, every block sealed.
 same_head() {
-  st 'h = {(n["head"], n["height"], n["sealed"]) for n in d["nodes"]}
+  stp 'h = {(n["head"], n["height"], n["sealed"]) for n in d["nodes"]}
 head, height, sealed = list(h)[0]
 ok = len(h) == 1 and height > 0 and height == sealed
 ok = ok and all(n["alive"] and not n["alarm"] for n in d["nodes"])
 print("yes" if ok else "no")' | grep -qx yes
 }
 check "node 1 catches up: same head and height as the others, all sealed" wait_for 30 same_head
-ctl1=$(st 'print(d["nodes"][0]["control"])')
+ctl1=$(stp 'print(d["nodes"][0]["control"])')
 check "node 1 holds every anchor acknowledged while it was down" \
   "$MEDSHARD" bench anchor --node "$ctl1" --check "$WORK/acks"
 
@@ -166,7 +145,7 @@ expect "dev up --dir under a file" 1 'cannot use .*afile/x as the dev dir' dev u
 check "no refused dev up left a dir behind" bash -c "[ ! -e '$WORK/U' ]"
 
 # ---- down ----
-pids=$(st 'print(" ".join(str(n["pid"]) for n in d["nodes"]))')
+pids=$(stp 'print(" ".join(str(n["pid"]) for n in d["nodes"]))')
 expect "dev down stops all 4 nodes" 0 'stopped nodes 1 2 3 4' dev down --dir D
 all_gone() { local p; for p in $pids; do pid_gone "$p" || return 1; done; }
 check "no node PID remains ($pids)" all_gone
